@@ -1,0 +1,1 @@
+"""Checkpoints: HF safetensors in and out, slamkit import, Orbax save/restore with metadata checks."""

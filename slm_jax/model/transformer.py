@@ -1,0 +1,244 @@
+"""Flax NNX decoder for Llama-3.x and Qwen2/2.5, module names as in transformers.
+
+Einsum letters: B batch, T query length, S key length, D model dim, N query heads, K kv heads,
+G query heads per kv head, H head dim, F mlp dim, V vocabulary.
+Parameter paths mirror HF (`model.layers.3.self_attn.q_proj.kernel` <-> `...q_proj.weight`, transposed).
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from slm_jax.model.config import ModelConfig
+from slm_jax.sharding import constrain
+
+NEG_INF = -1e9  # finite: fully masked rows stay NaN-free
+
+
+def _dtype(name: str):
+  return jnp.dtype(name)
+
+
+def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
+  """Inverse frequencies [H/2], with the llama3 scaling of transformers' `_compute_llama3_parameters`."""
+  dim = cfg.head_dim
+  inv_freq = 1.0 / (cfg.rope_theta ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim))
+  s = cfg.rope_scaling
+  if s:
+    factor, low, high = s["factor"], s["low_freq_factor"], s["high_freq_factor"]
+    old_len = s["original_max_position_embeddings"]
+    low_wavelen, high_wavelen = old_len / low, old_len / high
+    wavelen = 2 * math.pi / inv_freq
+    scaled = np.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    inv_freq = np.where(medium, smoothed, scaled)
+  return inv_freq.astype(np.float32)
+
+
+def rope_cos_sin(positions: jax.Array, inv_freq: np.ndarray) -> tuple[jax.Array, jax.Array]:
+  """cos, sin [B, T, H] in fp32 for integer positions [B, T] (rotate-half layout)."""
+  freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)[None, None, :]
+  emb = jnp.concatenate([freqs, freqs], axis=-1)
+  return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+  """x [B, T, heads, H]."""
+  half = x.shape[-1] // 2
+  rot = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+  cos, sin = cos[:, :, None, :].astype(x.dtype), sin[:, :, None, :].astype(x.dtype)
+  return x * cos + rot * sin
+
+
+class Linear(nnx.Module):
+  """y = x @ kernel (+ bias); kernel stored [in, out] (HF's weight transposed)."""
+
+  def __init__(self, din: int, dout: int, logical: tuple[str, str], cfg: ModelConfig, *, rngs: nnx.Rngs,
+               bias: bool = False):
+    pdt = _dtype(cfg.param_dtype)
+    self.kernel = nnx.Param(jax.random.normal(rngs.params(), (din, dout), pdt) * 0.02, logical_axes=logical)
+    self.bias = nnx.Param(jnp.zeros((dout,), pdt), logical_axes=(logical[1],)) if bias else None
+    self.dtype = _dtype(cfg.dtype)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    if self.bias is not None:
+      y = y + self.bias[...].astype(self.dtype)
+    return y
+
+
+class RMSNorm(nnx.Module):
+  def __init__(self, dim: int, cfg: ModelConfig):
+    self.weight = nnx.Param(jnp.ones((dim,), _dtype(cfg.param_dtype)), logical_axes=("norm",))
+    self.eps = cfg.rms_norm_eps
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return self.weight[...].astype(x.dtype) * x32.astype(x.dtype)
+
+
+class Embed(nnx.Module):
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    pdt = _dtype(cfg.param_dtype)
+    self.embedding = nnx.Param(jax.random.normal(rngs.params(), (cfg.padded_vocab_size, cfg.hidden_size), pdt) * 0.02,
+                               logical_axes=("vocab", "embed"))
+    self.dtype = _dtype(cfg.dtype)
+
+  def __call__(self, ids: jax.Array) -> jax.Array:
+    return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
+
+
+def attention(q, k, v, mask, impl: str, causal_only: bool):
+  """q [B,T,N,H], k/v [B,S,K,H], mask [B,T,S] bool (None when causal_only) -> [B,T,N,H]."""
+  B, T, N, H = q.shape
+  K = k.shape[2]
+  if impl == "cudnn":
+    if causal_only:
+      return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation="cudnn")
+  if impl != "xla":
+    raise ValueError(f"unknown attention_impl {impl!r} (xla or cudnn)")
+  if causal_only:
+    S = k.shape[1]
+    mask = jnp.broadcast_to(jnp.tril(jnp.ones((T, S), bool), S - T)[None], (B, T, S))
+  qg = q.reshape(B, T, K, N // K, H)
+  scores = jnp.einsum("btkgh,bskh->bkgts", qg, k, preferred_element_type=jnp.float32) / math.sqrt(H)
+  scores = jnp.where(mask[:, None, None], scores, NEG_INF)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  out = jnp.einsum("bkgts,bskh->btkgh", probs, v)
+  return out.reshape(B, T, N, H)
+
+
+class Attention(nnx.Module):
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    D, N, K, H = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    b = cfg.attention_bias
+    self.q_proj = Linear(D, N * H, ("embed", "q_heads"), cfg, rngs=rngs, bias=b)
+    self.k_proj = Linear(D, K * H, ("embed", "kv_heads"), cfg, rngs=rngs, bias=b)
+    self.v_proj = Linear(D, K * H, ("embed", "kv_heads"), cfg, rngs=rngs, bias=b)
+    self.o_proj = Linear(N * H, D, ("q_heads", "embed"), cfg, rngs=rngs)
+    self.shape = (N, K, H)
+    self.impl = cfg.attention_impl
+
+  def __call__(self, x, cos, sin, mask, causal_only, cache=None, cache_index=None):
+    B, T, _ = x.shape
+    N, K, H = self.shape
+    q = apply_rope(self.q_proj(x).reshape(B, T, N, H), cos, sin)
+    k = apply_rope(self.k_proj(x).reshape(B, T, K, H), cos, sin)
+    v = self.v_proj(x).reshape(B, T, K, H)
+    q = constrain(q, ("batch", "length", "act_heads", "head_dim"))
+    if cache is not None:
+      k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, cache_index, 0, 0))
+      v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, cache_index, 0, 0))
+      cache = {"k": k, "v": v}
+      k, v = k.astype(q.dtype), v.astype(q.dtype)
+    out = attention(q, k, v, mask, self.impl, causal_only)
+    return self.o_proj(out.reshape(B, T, N * H)), cache
+
+
+class MLP(nnx.Module):
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    D, F = cfg.hidden_size, cfg.intermediate_size
+    self.gate_proj = Linear(D, F, ("embed", "mlp"), cfg, rngs=rngs)
+    self.up_proj = Linear(D, F, ("embed", "mlp"), cfg, rngs=rngs)
+    self.down_proj = Linear(F, D, ("mlp", "embed"), cfg, rngs=rngs)
+
+  def __call__(self, x):
+    h = jax.nn.silu(self.gate_proj(x)) * self.up_proj(x)
+    h = constrain(h, ("batch", "length", "act_mlp"))
+    return self.down_proj(h)
+
+
+class DecoderLayer(nnx.Module):
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.input_layernorm = RMSNorm(cfg.hidden_size, cfg)
+    self.self_attn = Attention(cfg, rngs=rngs)
+    self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg)
+    self.mlp = MLP(cfg, rngs=rngs)
+
+  def __call__(self, x, cos, sin, mask, causal_only, cache=None, cache_index=None):
+    h, cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, causal_only, cache, cache_index)
+    x = constrain(x + h, ("batch", "length", "act_embed"))
+    x = x + self.mlp(self.post_attention_layernorm(x))
+    return constrain(x, ("batch", "length", "act_embed")), cache
+
+
+class Model(nnx.Module):
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.embed_tokens = Embed(cfg, rngs=rngs)
+    self.layers = nnx.List([DecoderLayer(cfg, rngs=rngs) for _ in range(cfg.num_hidden_layers)])
+    self.norm = RMSNorm(cfg.hidden_size, cfg)
+
+
+class CausalLM(nnx.Module):
+  """`model` (embeddings, layers, final norm) and, when untied, `lm_head`, as in HF's *ForCausalLM."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.model = Model(cfg, rngs=rngs)
+    self.lm_head = (None if cfg.tie_word_embeddings else
+                    Linear(cfg.hidden_size, cfg.padded_vocab_size, ("embed", "vocab"), cfg, rngs=rngs))
+
+  def __call__(self, input_ids, positions=None, segment_ids=None, cache=None):
+    """Final-norm hidden states [B, T, D] (and the updated cache when one is given).
+
+    positions restart at each packed document; segment_ids (>= 1 for tokens, 0 for padding) keep documents apart.
+    Without segment_ids the row is one causal document. `cache` comes from `init_cache`.
+    """
+    B, T = input_ids.shape
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32)[None], (B, T))
+    x = constrain(self.model.embed_tokens(input_ids), ("batch", "length", "act_embed"))
+    cos, sin = rope_cos_sin(positions, rope_inv_freq(self.cfg))
+    causal_only = segment_ids is None and cache is None
+    mask, index = None, None
+    if cache is not None:
+      index = cache["index"]
+      seg = jnp.ones((B, T), jnp.int32) if segment_ids is None else segment_ids.astype(jnp.int32)
+      kv_seg = jax.lax.dynamic_update_slice(cache["segment_ids"], seg, (0, index))
+      S = kv_seg.shape[1]
+      q_slot = index + jnp.arange(T)
+      mask = (q_slot[:, None] >= jnp.arange(S)[None, :])[None] & (seg[:, :, None] == kv_seg[:, None, :])
+    elif segment_ids is not None:
+      mask = (jnp.tril(jnp.ones((T, T), bool))[None]
+              & (segment_ids[:, :, None] == segment_ids[:, None, :]))
+    new_layers = []
+    for i, layer in enumerate(self.model.layers):
+      layer_cache = None if cache is None else cache["layers"][i]
+      if self.cfg.remat and cache is None:
+        fn = nnx.remat(lambda l, *a: l(*a), static_argnums=(5,))
+        x, c = fn(layer, x, cos, sin, mask, causal_only)
+      else:
+        x, c = layer(x, cos, sin, mask, causal_only, layer_cache, index)
+      new_layers.append(c)
+    x = self.model.norm(x)
+    if cache is None:
+      return x
+    return x, {"layers": new_layers, "segment_ids": kv_seg, "index": index + T}
+
+  def head_weight(self) -> jax.Array:
+    """Output projection as [D, V_padded]."""
+    if self.lm_head is None:
+      return self.model.embed_tokens.embedding[...].T
+    return self.lm_head.kernel[...]
+
+  def logits(self, hidden: jax.Array, dtype=jnp.float32) -> jax.Array:
+    """Logits [..., V_padded]; padded vocabulary rows are pushed to -1e9 so they never win."""
+    w = self.head_weight().astype(hidden.dtype)
+    out = jnp.einsum("...d,dv->...v", hidden, w, preferred_element_type=dtype)
+    valid = jnp.arange(out.shape[-1]) < self.cfg.vocab_size
+    return jnp.where(valid, out, NEG_INF).astype(dtype)
+
+
+def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> dict:
+  dt = _dtype(dtype or cfg.dtype)
+  shape = (batch, max_len, cfg.num_key_value_heads, cfg.head_dim)
+  return {"layers": [{"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt)} for _ in range(cfg.num_hidden_layers)],
+          "segment_ids": jnp.zeros((batch, max_len), jnp.int32), "index": jnp.zeros((), jnp.int32)}

@@ -1,0 +1,1 @@
+"""Training: loss, optimizer and schedule, train step, loop and run control, metrics."""
