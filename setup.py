@@ -8,7 +8,7 @@ INSTALL_REQUIRES = [
     "ml-collections==1.1.0", "tensorflow-datasets==4.9.10", "absl-py==2.5.1", "scipy", "scikit-learn",
     "tensorboardX", "matplotlib", "psutil", "tqdm",
 ]
-TEST_REQUIRES = ["torch==2.13.0", "pytest", "hypothesis", "joblib", "gguf", "nbclient", "nbformat", "ipykernel"]
+TEST_REQUIRES = ["torch==2.13.0", "pytest", "hypothesis", "joblib", "gguf", "accelerate", "nbclient", "nbformat", "ipykernel"]
 
 setup(
     name="slm_jax",
