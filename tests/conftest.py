@@ -44,3 +44,16 @@ def librivox_dir():
 @pytest.fixture(scope="session")
 def slamkit_example():
   return material.SLAMKIT_EXAMPLE
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: heavy check, run only with SLM_JAX_SLOW=1")
+
+
+def pytest_collection_modifyitems(config, items):
+  if os.environ.get("SLM_JAX_SLOW") == "1":
+    return
+  skip = pytest.mark.skip(reason="slow: set SLM_JAX_SLOW=1 to run")
+  for item in items:
+    if "slow" in item.keywords:
+      item.add_marker(skip)

@@ -1,0 +1,159 @@
+"""The NNX decoder against transformers (torch, fp32): logits, rope tables, packing, meshes, KV cache."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers.modeling_rope_utils as rope_utils
+from flax import nnx
+
+from hf_tiny import hf_config, torch_model
+from slm_jax import sharding
+from slm_jax.checkpoint.hf_import import from_torch_state_dict
+from slm_jax.model import create_model, init_cache, preset
+from slm_jax.model.config import ModelConfig
+from slm_jax.model.transformer import rope_inv_freq
+
+ONE = lambda: sharding.make_mesh(devices=jax.devices()[:1])  # noqa: E731
+
+
+def _ref_logits(tm, ids, pos=None):
+  with torch.no_grad():
+    kw = {} if pos is None else {"position_ids": torch.tensor(pos)}
+    return tm(torch.tensor(ids), **kw).logits.numpy()
+
+
+@pytest.mark.parametrize("arch,kv,tied", [("llama", 1, True), ("llama", 2, False), ("llama", 4, True),
+                                          ("qwen2", 2, False), ("qwen2", 1, True), ("qwen2", 4, False)])
+def test_logits_match_transformers(arch, kv, tied):
+  cfg = preset("tiny-llama" if arch == "llama" else "tiny-qwen2", num_key_value_heads=kv, tie_word_embeddings=tied)
+  tm = torch_model(cfg)
+  model = from_torch_state_dict(cfg, tm.state_dict(), ONE())
+  ids = np.random.RandomState(1).randint(0, cfg.vocab_size, (2, 24))
+  ours = np.asarray(model.logits(model(jnp.asarray(ids))))
+  assert ours.shape[-1] == cfg.padded_vocab_size
+  np.testing.assert_allclose(ours[..., :cfg.vocab_size], _ref_logits(tm, ids), atol=1e-4, rtol=0)
+
+
+def test_positions_beyond_original_context():
+  """llama3 rope scaling only matters far out: positions past 8192 (and past 65536) must still match."""
+  cfg = preset("tiny-llama")
+  tm = torch_model(cfg, seed=3)
+  model = from_torch_state_dict(cfg, tm.state_dict(), ONE())
+  ids = np.random.RandomState(2).randint(0, cfg.vocab_size, (2, 16))
+  pos = np.stack([np.arange(16) + 9000, np.arange(16) + 70000])
+  ours = np.asarray(model.logits(model(jnp.asarray(ids), jnp.asarray(pos))))
+  np.testing.assert_allclose(ours[..., :cfg.vocab_size], _ref_logits(tm, ids, pos), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["llama3.2-3b", "tiny-llama", "qwen2.5-7b"])
+def test_rope_table_matches_transformers(name):
+  cfg = preset(name)
+  hf = hf_config(cfg)
+  rope_type = "llama3" if cfg.rope_scaling else "default"
+  if rope_type == "default":
+    ref = 1.0 / (cfg.rope_theta ** (np.arange(0, cfg.head_dim, 2) / cfg.head_dim))
+  else:
+    ref = rope_utils.ROPE_INIT_FUNCTIONS[rope_type](hf, "cpu")[0].numpy()
+  np.testing.assert_allclose(rope_inv_freq(cfg), ref, rtol=1e-6)
+
+
+def test_packed_row_equals_separate_documents():
+  cfg = preset("tiny-qwen2")
+  model = create_model(cfg, ONE(), seed=4)
+  rng = np.random.RandomState(5)
+  a, b = rng.randint(0, 1000, 11), rng.randint(0, 1000, 9)
+  packed = np.concatenate([a, b, [0, 0, 0, 0]])[None]
+  seg = np.array([[1] * 11 + [2] * 9 + [0] * 4])
+  pos = np.array([list(range(11)) + list(range(9)) + list(range(4))])
+  out = np.asarray(model.logits(model(jnp.asarray(packed), jnp.asarray(pos), jnp.asarray(seg))))
+  ra = np.asarray(model.logits(model(jnp.asarray(a[None]))))
+  rb = np.asarray(model.logits(model(jnp.asarray(b[None]))))
+  np.testing.assert_allclose(out[0, :11], ra[0], atol=1e-5)
+  np.testing.assert_allclose(out[0, 11:20], rb[0], atol=1e-5)
+  assert np.isfinite(out).all()
+
+
+def test_padded_vocab_rows_never_win():
+  cfg = preset("tiny-llama", vocab_size=1000)
+  assert cfg.padded_vocab_size == 1024
+  model = create_model(cfg, ONE(), seed=0)
+  emb = model.model.embed_tokens.embedding
+  emb[...] = emb[...].at[1000:].set(100.0)  # even huge padded rows must not win
+  logits = np.asarray(model.logits(model(jnp.zeros((1, 5), jnp.int32))))
+  assert (logits.argmax(-1) < 1000).all()
+
+
+@pytest.mark.parametrize("axes", [dict(fsdp=8), dict(data=2, fsdp=4), dict(fsdp=2, tensor=4)])
+def test_meshes_give_single_device_logits(axes):
+  assert jax.device_count() == 8
+  cfg = preset("tiny-llama", hidden_size=128, intermediate_size=256, num_attention_heads=8,
+               num_key_value_heads=4)
+  ref_model = create_model(cfg, ONE(), seed=7)
+  ids = jnp.asarray(np.random.RandomState(8).randint(0, 1000, (8, 16)))
+  seg = jnp.asarray(np.repeat([[1] * 10 + [2] * 6], 8, 0))
+  pos = jnp.asarray(np.repeat([list(range(10)) + list(range(6))], 8, 0))
+  ref = np.asarray(ref_model.logits(ref_model(ids, pos, seg)))
+  mesh = sharding.make_mesh(**axes)
+  model = create_model(cfg, mesh, seed=7)
+  kernel = model.model.layers[0].mlp.gate_proj.kernel[...]
+  assert len(kernel.sharding.device_set) == 8 and not kernel.sharding.is_fully_replicated
+  graphdef, state = nnx.split(model)
+
+  @jax.jit
+  def fwd(state, ids, pos, seg):
+    m = nnx.merge(graphdef, state)
+    return m.logits(m(ids, pos, seg))
+
+  with jax.set_mesh(mesh):
+    out = np.asarray(fwd(state, ids, pos, seg))
+  np.testing.assert_allclose(out, ref, atol=2e-5)
+
+
+def test_describe_flags_replicated_large_params():
+  cfg = preset("tiny-llama")
+  mesh = sharding.make_mesh(fsdp=8)
+  model = create_model(cfg, mesh)
+  rows = sharding.describe(nnx.state(model, nnx.Param), min_replicated_size=1 << 12, print_fn=lambda s: None)
+  specs = dict((r[0], r[2]) for r in rows)
+  assert specs["model.embed_tokens.embedding"] == jax.sharding.PartitionSpec(None, "fsdp")
+  replicated = jax.device_put(np.zeros((256, 64), np.float32),
+                              jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  with pytest.raises(ValueError, match="fully replicated: big"):
+    sharding.describe({"big": replicated}, min_replicated_size=1000, print_fn=lambda s: None)
+
+
+def test_make_mesh_fills_and_checks():
+  assert dict(sharding.make_mesh(data=2, fsdp=-1).shape) == {"data": 2, "fsdp": 4, "tensor": 1}
+  assert dict(sharding.make_mesh(fsdp=1, tensor=-1).shape) == {"data": 1, "fsdp": 1, "tensor": 8}
+  with pytest.raises(ValueError, match="at most one"):
+    sharding.make_mesh(data=-1, fsdp=-1)
+  with pytest.raises(ValueError, match="needs 6 devices"):
+    sharding.make_mesh(data=3, fsdp=2, tensor=1)
+
+
+def test_kv_cache_prefill_and_decode_equal_full_forward():
+  cfg = preset("tiny-llama")
+  model = create_model(cfg, ONE(), seed=9)
+  ids = jnp.asarray(np.random.RandomState(10).randint(0, 1000, (2, 12)))
+  full = np.asarray(model.logits(model(ids)))
+  cache = init_cache(cfg, 2, 16)
+  pos = jnp.broadcast_to(jnp.arange(12), (2, 12))
+  h1, cache = model(ids[:, :8], pos[:, :8], jnp.ones((2, 8), jnp.int32), cache=cache)
+  outs = [np.asarray(model.logits(h1))]
+  for t in range(8, 12):
+    h, cache = model(ids[:, t:t + 1], pos[:, t:t + 1], jnp.ones((2, 1), jnp.int32), cache=cache)
+    outs.append(np.asarray(model.logits(h)))
+  np.testing.assert_allclose(np.concatenate(outs, 1), full, atol=1e-5)
+
+
+def test_config_round_trips_hf_json_both_rope_layouts():
+  cfg = preset("llama3.2-3b")
+  assert ModelConfig.from_hf_dict(cfg.to_hf_dict()) == cfg.replace(max_position_embeddings=131072)
+  v4 = {k: v for k, v in cfg.to_hf_dict().items() if k != "rope_parameters"}
+  v4.update(rope_theta=500000.0, rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
+  assert ModelConfig.from_hf_dict(v4) == cfg
+  assert cfg.num_params() == 3_212_749_824  # SPEC §5
+  with pytest.raises(ValueError, match="unsupported model_type 'gpt2'"):
+    ModelConfig.from_hf_dict({"model_type": "gpt2"})
