@@ -1,0 +1,1 @@
+"""Scaling studies: compute accounting, sweep expansion and collection, Chinchilla-style fits, plots."""
