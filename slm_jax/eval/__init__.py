@@ -1,0 +1,12 @@
+"""Evaluation (SPEC §6): sequence scoring, the benchmarks on their own layouts, generation, GenPPL.
+
+scoring     length-bucketed, mesh-sharded scoring with `slm_jax.train.loss.token_logprobs`
+zerospeech  gold.csv and the official sWUGGY / sBLIMP arithmetic
+storycloze  StoryCloze naming conventions, slamkit pre-paired folders, cross-modal sets
+inputs      units from a slamkit features JSONL or from audio
+benchmarks  benchmark -> token sequences -> scores -> results
+generate    compiled KV-cache sampling
+genppl      GenPPL and auto-BLEU
+loading     Orbax / HF checkpoints for evaluation
+run         what the tools and the notebook call
+"""
