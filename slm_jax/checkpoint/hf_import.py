@@ -52,7 +52,8 @@ def load_params(cfg: ModelConfig, get_tensor: Callable[[str], np.ndarray], names
     if tuple(arr.shape) != tuple(abs_leaf.shape):
       raise ShapeMismatch(f"tensor {hf_name}: checkpoint shape {tuple(arr.shape)} (after layout change) does not "
                           f"match the model's {tuple(abs_leaf.shape)} for {path}")
-    leaves[path] = jax.device_put(np.ascontiguousarray(arr).astype(abs_leaf.dtype), flat_sh[path])
+    leaves[path] = jax.device_put(np.ascontiguousarray(arr).astype(abs_leaf.dtype, copy=False), flat_sh[path])
+    del arr
     if progress:
       progress(hf_name)
   state = _fill_state(abstract_state, leaves)

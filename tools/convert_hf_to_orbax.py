@@ -1,0 +1,35 @@
+"""Hugging Face (or slamkit) checkpoint -> Orbax checkpoint with the SPEC §2 speech-text vocabulary.
+
+  python tools/convert_hf_to_orbax.py --hf_dir=Llama-3.2-3B --out_dir=ckpt/llama3b_units \
+      [--add_speech_units=500] [--dtype=bfloat16|float32] [--tokenizer_dir=D]
+"""
+import sys
+
+from absl import app, flags
+
+from slm_jax.checkpoint.hf_to_orbax import DTYPES, convert_hf_to_orbax
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("hf_dir", None, "HF folder: config.json + model.safetensors (or a sharded index); "
+                    "a slamkit checkpoint folder is accepted too.", required=True)
+flags.DEFINE_string("out_dir", None, "Orbax checkpoint folder to create.", required=True)
+flags.DEFINE_integer("add_speech_units", 500, "Unit tokens <Un0>..<Un{n-1}> (plus <speech>, <text>) to add; 0 adds "
+                     "none. A slamkit checkpoint needs its own count (500).")
+flags.DEFINE_enum("dtype", "bfloat16", DTYPES, "Parameter dtype of the checkpoint.")
+flags.DEFINE_string("tokenizer_dir", None, "Tokenizer folder when --hf_dir has none (slamkit checkpoints: the "
+                    "base model's tokenizer).")
+flags.DEFINE_integer("seed", 0, "Seed of the noise on new embedding rows.")
+flags.DEFINE_bool("overwrite", False, "Replace --out_dir if it exists.")
+
+
+def main(argv):
+  del argv
+  try:
+    convert_hf_to_orbax(FLAGS.hf_dir, FLAGS.out_dir, num_units=FLAGS.add_speech_units, dtype=FLAGS.dtype,
+                        tokenizer_dir=FLAGS.tokenizer_dir, seed=FLAGS.seed, overwrite=FLAGS.overwrite)
+  except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
+    sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main)
