@@ -47,3 +47,15 @@ def masked_mean_nll(logprobs: jax.Array, loss_mask: jax.Array) -> tuple[jax.Arra
   m = loss_mask.astype(jnp.float32)
   count = m.sum()
   return -(logprobs * m).sum() / jnp.maximum(count, 1.0), count
+
+
+def kind_nll_sums(logprobs: jax.Array, loss_mask: jax.Array, kind: jax.Array,
+                  num_kinds: int = 3) -> tuple[jax.Array, jax.Array]:
+  """(sum of -logprob [num_kinds], label count [num_kinds]) split by the kind of the target token.
+
+  Sums, not means, so that micro-batches and hosts add up before the one division of SPEC §5.
+  """
+  m = loss_mask.astype(jnp.float32)
+  onehot = (kind.astype(jnp.int32)[..., None] == jnp.arange(num_kinds)).astype(jnp.float32) * m[..., None]
+  nll = jnp.where(m > 0, -logprobs.astype(jnp.float32), 0.0)
+  return jnp.einsum("bt,btk->k", nll, onehot), onehot.sum((0, 1))

@@ -1,0 +1,163 @@
+"""The training run: configs load, exact resume after SIGKILL, SIGTERM saves, token-budget stop, a planted NaN stops
+with the last good checkpoint intact, and training checkpoints load with orbax_io.load_model.
+
+Subprocess runs use tools/train.py on `configs/demo.py:tiny` (synthetic data, 2-layer model) on one CPU device.
+"""
+import glob
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from slm_jax.checkpoint import orbax_io
+from slm_jax.sharding import make_mesh
+from slm_jax.train import trainer
+from slm_jax.train.metrics import read_jsonl
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = {"demo.py": [None, "synthetic", "tiny"], "sims_llama3_2_3b.py": [None, "runlocal"],
+           "sims_qwen2_5.py": ["0.5b", "1.5b", "3b", "7b"], "slam_qwen2_5_0_5b.py": [None]}
+STEPS = 60
+
+
+def _load_config(name, arg=None):
+  spec = importlib.util.spec_from_file_location(name[:-3], os.path.join(ROOT, "configs", name))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config(arg)
+
+
+def test_every_config_loads_and_takes_run_overrides():
+  for name, variants in CONFIGS.items():
+    for arg in variants:
+      c = _load_config(name, arg)
+      for key in ("total_steps", "checkpoint_every", "log_every", "token_budget", "max_wall_s", "eval_every"):
+        assert key in c, (name, arg, key)
+      c.total_steps, c.checkpoint_every, c.log_every = 40, 10, 1  # the overrides scripts use
+      with pytest.raises(AttributeError):
+        c.no_such_key = 1  # locked: a typo in an override fails
+  slam = _load_config("slam_qwen2_5_0_5b.py")
+  assert (slam.model.vocab_size, slam.seq_len, slam.optim.lr, slam.global_batch_size, slam.micro_batches,
+          slam.total_steps, slam.optim.warmup_min_steps, slam.model.overrides.rope_theta) == (
+              502, 1024, 1e-3, 128, 16, 17625, 100, 10000.0)
+  sims = _load_config("sims_llama3_2_3b.py")
+  o = sims.optim
+  assert (o.lr, o.min_lr, o.warmup_frac, o.clip_norm, o.b1, o.b2, o.eps, o.weight_decay, sims.seq_len) == (
+      5e-4, 5e-5, 0.01, 0.5, 0.9, 0.999, 1e-8, 0.0, 2048)
+  with pytest.raises(ValueError, match="variant"):
+    _load_config("sims_qwen2_5.py", None)
+
+
+# ---------------------------------------------------------------- subprocess runs of tools/train.py
+
+def _cmd(workdir, *extra):
+  return [sys.executable, os.path.join(ROOT, "tools", "train.py"), "--config=configs/demo.py:tiny",
+          f"--workdir={workdir}", f"--config.total_steps={STEPS}", "--config.log_every=1",
+          "--config.tensorboard=False", *extra]
+
+
+def _env():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+def _start(workdir, *extra):
+  return subprocess.Popen(_cmd(workdir, *extra), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+
+
+def _losses(workdir) -> dict:
+  return {r["step"]: r["loss"] for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))}
+
+
+def _wait_for_step(proc, workdir, step, timeout=240):
+  t = time.time()
+  while time.time() - t < timeout:
+    got = _losses(workdir)
+    if got and max(got) >= step:
+      return max(got)
+    assert proc.poll() is None, proc.communicate()[0][-3000:]
+    time.sleep(0.02)
+  raise TimeoutError(f"no step {step} in {workdir} after {timeout}s")
+
+
+def _finish(proc, timeout=300):
+  out, _ = proc.communicate(timeout=timeout)
+  return proc.returncode, out
+
+
+def test_resume_after_sigkill_and_sigterm_give_the_uninterrupted_losses(tmp_path):
+  ref_dir, kill_dir, term_dir = (str(tmp_path / n) for n in ("ref", "kill", "term"))
+  ref = _start(ref_dir, "--config.checkpoint_every=5")
+  victim = _start(kill_dir, "--config.checkpoint_every=5")
+  seen = _wait_for_step(victim, kill_dir, 12)
+  victim.send_signal(signal.SIGKILL)
+  victim.wait()
+  assert seen < STEPS, "the run finished before it could be killed"
+  rc, out = _finish(ref)
+  assert rc == 0, out[-3000:]
+  reference = _losses(ref_dir)
+  assert sorted(reference) == list(range(1, STEPS + 1))
+  assert reference[STEPS] < reference[1] - 0.5  # it learns
+
+  resumed = _start(kill_dir, "--config.checkpoint_every=5")
+  term = _start(term_dir, "--config.checkpoint_every=1000")  # the only checkpoint will be SIGTERM's
+  at = _wait_for_step(term, term_dir, 8)
+  term.send_signal(signal.SIGTERM)
+  rc, out = _finish(resumed)
+  assert rc == 0, out[-3000:]
+  assert "resuming from" in out and json.loads(out.strip().splitlines()[-1])["status"] == "total_steps"
+  assert _losses(kill_dir) == reference  # bit-exact, every step
+
+  rc, out = _finish(term)
+  assert rc == 0, out[-3000:]
+  summary = json.loads(out.strip().splitlines()[-1])
+  assert summary["status"] == "preempted" and at <= summary["step"] < STEPS
+  meta, step = orbax_io.read_meta(os.path.join(term_dir, "checkpoints"))
+  assert step == summary["step"] and meta["step"] == step
+  assert {s: reference[s] for s in _losses(term_dir)} == _losses(term_dir)
+
+
+# ---------------------------------------------------------------- in-process runs (8 simulated devices)
+
+def _tiny(**overrides):
+  c = _load_config("demo.py", "tiny")
+  c.unlock()
+  c.global_batch_size, c.tensorboard = 8, False
+  for k, v in overrides.items():
+    c[k] = v
+  c.lock()
+  return c
+
+
+def test_token_budget_stop_and_checkpoint_loads_for_eval(tmp_path):
+  out = trainer.train(_tiny(total_steps=0, token_budget=900.0, checkpoint_every=1000), str(tmp_path))
+  recs = read_jsonl(str(tmp_path / "metrics.jsonl"))
+  assert out["status"] == "token_budget"
+  assert recs[-1]["tokens_seen"] >= 900 > recs[-2]["tokens_seen"]  # stopped at the first step past the budget
+  assert all({"step", "loss", "tokens_seen", "lr", "grad_norm"} <= set(r) for r in recs)
+  assert out["tokens_seen"] == recs[-1]["tokens_seen"] and out["step"] == recs[-1]["step"]
+  # the evaluator / converters read the training checkpoint: latest step by default
+  model, meta, step = orbax_io.load_model(str(tmp_path / "checkpoints"), make_mesh())
+  assert step == out["step"] and meta["kind"] == "train" and meta["tokens_seen"] == out["tokens_seen"]
+  assert meta["vocab_layout"]["num_units"] == 100 and model.cfg.hidden_size == 32
+
+
+def test_planted_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
+  with pytest.raises(trainer.NonFiniteError, match=r"step 8 .*last good checkpoint is step 5"):
+    trainer.train(_tiny(inject_nan_at_step=8, checkpoint_every=5), str(tmp_path))
+  ckpt = str(tmp_path / "checkpoints")
+  _, step = orbax_io.read_meta(ckpt)
+  assert step == 5 and sorted(int(os.path.basename(p)) for p in glob.glob(ckpt + "/[0-9]*")) == [5]
+  model, _, _ = orbax_io.load_model(ckpt, make_mesh())
+  params = jax.tree.leaves(orbax_io.params_pure(model))
+  assert all(np.isfinite(np.asarray(p)).all() for p in params)
+  assert max(r["step"] for r in read_jsonl(str(tmp_path / "metrics.jsonl"))) == 7

@@ -1,0 +1,40 @@
+"""Train an interleaved speech-text LM: `tools/train.py --config=configs/NAME.py[:variant] --workdir=DIR`.
+
+Overrides: `--config.total_steps=40 --config.checkpoint_every=10 --config.log_every=1 ...`. Rerunning the same
+command resumes from the latest checkpoint in DIR/checkpoints. Multi-host: started once per host (SLURM, TPU
+slice) or with --coordinator_address/--num_processes/--process_id; see tools/launch/.
+"""
+import json
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py[:variant]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints/, metrics.jsonl, tb/, config.json.")
+_DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
+                                 "jax.distributed.initialize: auto = when SLURM / TPU slice / coordinator says so.")
+_COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host without SLURM).")
+_NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
+_PID = flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO
+  from slm_jax.train import distributed, trainer
+  distributed.initialize(_DISTRIBUTED.value, _COORD.value, _NPROC.value, _PID.value)
+  try:
+    summary = trainer.train(_CONFIG.value, _WORKDIR.value)
+  except trainer.NonFiniteError as e:
+    print(f"ERROR: {e}", file=sys.stderr, flush=True)
+    sys.exit(3)
+  print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
