@@ -243,3 +243,23 @@ def test_count_tokens_by_hand():
   batch = {"loss_mask": np.array([[1, 1, 1, 0], [1, 0, 0, 0]], np.float32),
            "kind": np.array([[0, 2, 1, 1], [1, 0, 2, 2]], np.int8)}
   assert pipeline.count_tokens(batch) == {"text": 1, "unit": 2, "marker": 1}
+
+
+def test_fixed_number_of_validation_batches_per_host(sources, tok_layout):
+  tok, layout = tok_layout
+  kw = dict(split="validation", seq_len=SEQ, global_batch_size=4, seed=0, process_count=2)
+  natural = [list(pipeline.make_iterator(sources, None, tok, layout, process_index=h, **kw)) for h in (0, 1)]
+  n = max(len(b) for b in natural) + 2
+  for h in (0, 1):
+    it = pipeline.make_iterator(sources, None, tok, layout, process_index=h, num_batches=n, **kw)
+    got = _take(it, 1)
+    state = it.get_state()
+    got += list(it)
+    assert len(got) == n
+    _same(got[:len(natural[h])], natural[h])
+    assert all(b["loss_mask"].sum() == 0 and b["segment_ids"].sum() == 0 for b in got[len(natural[h]):])
+    again = pipeline.make_iterator(sources, None, tok, layout, process_index=h, num_batches=n, **kw)
+    again.set_state(state)
+    _same(list(again), got[1:])
+  short = list(pipeline.make_iterator(sources, None, tok, layout, process_index=0, num_batches=1, **kw))
+  _same(short, natural[0][:1])

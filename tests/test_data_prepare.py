@@ -189,3 +189,24 @@ def test_parallel_prepare_equals_serial_and_overwrite_guard(tmp_path):
   with pytest.raises(FileExistsError):
     _prep(tmp_path, "speech", [paths["features"]], name="s1")
   _prep(tmp_path, "speech", [paths["features"]], name="s1", overwrite=True)
+
+
+def test_command_line_tools(tmp_path):
+  """tools/prepare_data.py (summary, --strict exit code) and tools/inspect_data.py (one document per line)."""
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  texts = _jsonl(tmp_path / "t.jsonl", [{"text": "One.\nTwo lines."}, {"text": " Second doc."}, {"text": ""}])
+  run = lambda *a: subprocess.run([sys.executable, *a], cwd=root, capture_output=True, text=True,  # noqa: E731
+                                  env={**os.environ, "PYTHONPATH": root}, timeout=120)
+  out = str(tmp_path / "out")
+  r = run("tools/prepare_data.py", "--kind=text", f"--input={texts}", f"--out_dir={out}", "--validation_count=0",
+          "--num_workers=1")
+  assert r.returncode == 0, r.stderr
+  assert "prepared 2 text documents" in r.stdout and "empty" in r.stdout
+  r = run("tools/inspect_data.py", f"--data_dir={out}", "--num=5")
+  assert r.returncode == 0, r.stderr
+  assert r.stdout.splitlines() == ["One.\\nTwo lines.", " Second doc."]
+  r = run("tools/prepare_data.py", "--kind=text", f"--input={texts}", f"--out_dir={tmp_path / 'o2'}", "--strict",
+          "--num_workers=1")
+  assert r.returncode == 2 and "t.jsonl:3: empty document" in r.stderr

@@ -28,6 +28,7 @@ _TEXT_FIELD = flags.DEFINE_string("text_field", "text", "Text field of text JSON
 _NUM_UNITS = flags.DEFINE_integer("num_units", 500, "Unit vocabulary size (ids must lie in 0..num_units-1).")
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "HF tokenizer folder to count text tokens in the manifest.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a prepared dataset already in --out_dir.")
+_TOLERANCE = flags.DEFINE_float("time_tolerance", 0.04, "Seconds a word may end past the end of the audio.")
 flags.mark_flags_as_required(["kind", "input", "out_dir"])
 
 
@@ -39,7 +40,7 @@ def main(argv):
       kind=_KIND.value, inputs=_INPUT.value, out_dir=_OUT.value, alignment_dir=_ALIGN.value, strict=_STRICT.value,
       validation_fraction=_VAL_FRACTION.value, validation_count=_VAL_COUNT.value, records_per_shard=_SHARD.value,
       num_workers=_WORKERS.value, text_field=_TEXT_FIELD.value, num_units=_NUM_UNITS.value,
-      tokenizer_dir=_TOKENIZER.value, overwrite=_OVERWRITE.value)
+      tokenizer_dir=_TOKENIZER.value, overwrite=_OVERWRITE.value, time_tolerance=_TOLERANCE.value)
   try:
     prepare.prepare(cfg)
   except (slamkit.Rejected, FileNotFoundError, FileExistsError) as e:

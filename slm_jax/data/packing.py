@@ -154,3 +154,49 @@ class PackIterDataset(grain.IterDataset):
 
   def __str__(self) -> str:
     return f"PackIterDataset(rows={self._rows}, seq_len={self._seq_len}, num_bins={self._num_bins})"
+
+
+def empty_batch(rows: int, seq_len: int) -> dict:
+  """An all-padding batch (loss_mask 0 everywhere)."""
+  dtypes = {"input_ids": np.int32, "targets": np.int32, "loss_mask": np.float32, "segment_ids": np.int32,
+            "positions": np.int32, "kind": np.int8}
+  return {k: np.zeros((rows, seq_len), dtypes[k]) for k in BATCH_KEYS}
+
+
+class _FixedCountIterator(grain.DatasetIterator):
+
+  def __init__(self, parent, num_batches: int, rows: int, seq_len: int):
+    super().__init__(parent)
+    self._num_batches, self._rows, self._seq_len = num_batches, rows, seq_len
+    self._count, self._exhausted = 0, False
+
+  def __next__(self) -> dict:
+    if self._count >= self._num_batches:
+      raise StopIteration
+    batch = None
+    if not self._exhausted:
+      try:
+        batch = next(self._parent)
+      except StopIteration:
+        self._exhausted = True
+    self._count += 1
+    return batch if batch is not None else empty_batch(self._rows, self._seq_len)
+
+  def get_state(self) -> dict:
+    return {"parent": self._parent.get_state(), "count": self._count, "exhausted": self._exhausted}
+
+  def set_state(self, state: dict) -> None:
+    self._parent.set_state(state["parent"])
+    self._count, self._exhausted = int(state["count"]), bool(state["exhausted"])
+
+
+class FixedCountIterDataset(grain.IterDataset):
+  """Exactly `num_batches` batches: truncated, or padded with all-padding batches once the parent ends (so that
+  every host of a multi-host validation pass runs the same number of steps)."""
+
+  def __init__(self, parent: grain.IterDataset, *, num_batches: int, rows: int, seq_len: int):
+    super().__init__(parent)
+    self._num_batches, self._rows, self._seq_len = num_batches, rows, seq_len
+
+  def __iter__(self) -> _FixedCountIterator:
+    return _FixedCountIterator(self._parent.__iter__(), self._num_batches, self._rows, self._seq_len)

@@ -21,7 +21,10 @@ import numpy as np
 
 from slm_jax import vocab
 from slm_jax.data import interleave, records, tokenise
-from slm_jax.data.packing import BATCH_KEYS, PackIterDataset
+from slm_jax.data.packing import BATCH_KEYS, FixedCountIterDataset, PackIterDataset
+
+__all__ = ["BATCH_KEYS", "SIMS_MIX_WEIGHTS", "count_tokens", "document_dataset", "global_batch", "make_dataset",
+           "make_iterator"]
 
 SIMS_MIX_WEIGHTS = {"text": 0.2024, "interleaved": 0.5433, "speech": 0.2543}  # SPEC §3, per document
 MIX_BLOCK = 10_000
@@ -80,6 +83,10 @@ class DocumentDataset(grain.MapDataset):
     self._shuffle_seed = _seed32(seed, kind, "shuffle")
     self._source_index = source_index
     self.data_dir = data_dir
+
+  @property
+  def kind(self) -> str:
+    return self._kind
 
   def __len__(self) -> int:
     if self._n == 0:
@@ -202,14 +209,15 @@ def document_dataset(sources: dict[str, str], weights: dict[str, float] | None, 
     raise ValueError(f"no {split} documents for process {host[0]} of {host[1]} in {sources}")
   if not train:
     return grain.MapDataset.concatenate(parts) if len(parts) > 1 else parts[0]
-  w = [1.0 if weights is None else float(weights[p._kind]) for p in parts]  # pylint: disable=protected-access
+  w = [1.0 if weights is None else float(weights[p.kind]) for p in parts]
   return MixDataset(parts, w, seed)
 
 
 def make_dataset(sources, weights, tokenizer, layout, *, split: str, seq_len: int, global_batch_size: int,
                  seed: int, interleave_mode: str = "per_epoch", num_epochs: int | None = None,
                  process_index: int | None = None, process_count: int | None = None, num_workers: int = 0,
-                 num_bins: int | None = None, read_threads: int = 0, **kw) -> grain.IterDataset:
+                 num_bins: int | None = None, read_threads: int = 0, num_batches: int | None = None,
+                 **kw) -> grain.IterDataset:
   """The IterDataset behind `make_iterator` (same arguments)."""
   index, count = _host(process_index, process_count)
   if global_batch_size % count:
@@ -221,6 +229,8 @@ def make_dataset(sources, weights, tokenizer, layout, *, split: str, seq_len: in
   ds = PackIterDataset(ds, rows=global_batch_size // count, seq_len=seq_len, layout=layout, num_bins=num_bins)
   if num_workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  if num_batches is not None:
+    ds = FixedCountIterDataset(ds, num_batches=num_batches, rows=global_batch_size // count, seq_len=seq_len)
   return ds
 
 
@@ -234,7 +244,8 @@ def make_iterator(sources: dict[str, str], weights: dict[str, float] | None, tok
   (SIMS_MIX_WEIGHTS; ignored for validation). split 'train' is infinite unless num_epochs is given (then every
   document of every source is seen num_epochs times); 'validation' is one unshuffled pass unless num_epochs says
   otherwise, its last batch padded with empty rows. Extra keyword arguments: shuffle, add_bos, lam, eta, num_bins
-  (rows packed per set, default max(rows, 64)), read_threads.
+  (rows packed per set, default max(rows, 64)), read_threads, num_batches (yield exactly this many batches,
+  all-padding ones after the data ends: hosts' validation shares pack into different numbers of batches).
   """
   return iter(make_dataset(sources, weights, tokenizer, layout, split=split, seq_len=seq_len,
                            global_batch_size=global_batch_size, seed=seed, interleave_mode=interleave_mode,

@@ -35,6 +35,7 @@ class PrepareConfig:
   num_units: int = 500
   tokenizer_dir: str | None = None  # counts text tokens with this HF tokenizer when given
   overwrite: bool = False
+  time_tolerance: float = 0.04  # seconds a word may end past the audio
 
 
 def expand_inputs(patterns: list[str]) -> list[str]:
@@ -140,7 +141,7 @@ def prepare(cfg: PrepareConfig, progress: bool = True, log=print) -> dict:
   files = expand_inputs(cfg.inputs)
   _prepare_out_dir(cfg)
   opts = slamkit.ReadOptions(kind=cfg.kind, alignment_dir=cfg.alignment_dir, text_field=cfg.text_field,
-                             num_units=cfg.num_units)
+                             num_units=cfg.num_units, time_tolerance=cfg.time_tolerance)
   writers = {s: records.ShardedWriter(cfg.out_dir, s, cfg.records_per_shard) for s in records.SPLITS}
   counts = {s: _empty_counts() for s in records.SPLITS}
   rejected = []
@@ -188,7 +189,7 @@ def prepare(cfg: PrepareConfig, progress: bool = True, log=print) -> dict:
       "counts": total, "splits": splits, "sources": files, "rejected": rejected,
       "options": {"alignment_dir": cfg.alignment_dir, "validation_fraction": cfg.validation_fraction,
                   "validation_count": cfg.validation_count, "text_field": cfg.text_field,
-                  "tokenizer_dir": cfg.tokenizer_dir},
+                  "tokenizer_dir": cfg.tokenizer_dir, "time_tolerance": cfg.time_tolerance},
       "seconds": round(time.time() - start, 1),
   }
   records.write_metadata(cfg.out_dir, manifest)

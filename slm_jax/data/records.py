@@ -11,7 +11,7 @@ Fields (absent ones are empty):
   word_ends     float64  word end times, seconds
   units         int16    deduplicated unit ids
   durations     int32    run length of each unit in frames (0.04 s); empty when unknown (tokens JSONL)
-Reading never imports tensorflow_datasets (only its vendored Example proto).
+Reading and writing records needs only protobuf (the Example schema is built here); TFDS writes the metadata.
 """
 from __future__ import annotations
 
@@ -64,15 +64,48 @@ def tfds_features():
   return f.FeaturesDict(spec)
 
 
-def _proto():
-  from tensorflow_datasets.proto import tf_example_pb2
-  return tf_example_pb2
+_EXAMPLE = None
+
+
+def _example_class():
+  """tf.train.Example's message class, built from its schema here (same field numbers; no tensorflow(_datasets))."""
+  global _EXAMPLE
+  if _EXAMPLE is None:
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    F = descriptor_pb2.FieldDescriptorProto
+    f = descriptor_pb2.FileDescriptorProto(name="slm_jax/tf_example.proto", package="slm_jax.tf", syntax="proto3")
+
+    def message(name, *fields):
+      m = f.message_type.add(name=name)
+      for fname, number, ftype, label, type_name, oneof in fields:
+        fd = m.field.add(name=fname, number=number, type=ftype, label=label, type_name=type_name or None)
+        if oneof is not None:
+          fd.oneof_index = oneof
+      return m
+
+    rep, opt = F.LABEL_REPEATED, F.LABEL_OPTIONAL
+    message("BytesList", ("value", 1, F.TYPE_BYTES, rep, None, None))
+    message("FloatList", ("value", 1, F.TYPE_FLOAT, rep, None, None))
+    message("Int64List", ("value", 1, F.TYPE_INT64, rep, None, None))
+    feature = message("Feature", ("bytes_list", 1, F.TYPE_MESSAGE, opt, ".slm_jax.tf.BytesList", 0),
+                      ("float_list", 2, F.TYPE_MESSAGE, opt, ".slm_jax.tf.FloatList", 0),
+                      ("int64_list", 3, F.TYPE_MESSAGE, opt, ".slm_jax.tf.Int64List", 0))
+    feature.oneof_decl.add(name="kind")
+    features = message("Features", ("feature", 1, F.TYPE_MESSAGE, rep, ".slm_jax.tf.Features.FeatureEntry", None))
+    entry = features.nested_type.add(name="FeatureEntry")
+    entry.field.add(name="key", number=1, type=F.TYPE_STRING, label=opt)
+    entry.field.add(name="value", number=2, type=F.TYPE_MESSAGE, label=opt, type_name=".slm_jax.tf.Feature")
+    entry.options.map_entry = True
+    message("Example", ("features", 1, F.TYPE_MESSAGE, opt, ".slm_jax.tf.Features", None))
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(f)
+    _EXAMPLE = message_factory.GetMessageClass(pool.FindMessageTypeByName("slm_jax.tf.Example"))
+  return _EXAMPLE
 
 
 def encode(doc: Document) -> bytes:
   """Document -> serialized tf.train.Example (the wire format of `tfds_features().serialize_example`)."""
-  pb = _proto()
-  ex = pb.Example()
+  ex = _example_class()()
   feat = ex.features.feature
   for k in _STRINGS:
     feat[k].bytes_list.value.append(getattr(doc, k).encode("utf-8"))
@@ -84,7 +117,7 @@ def encode(doc: Document) -> bytes:
 
 def decode(record: bytes) -> Document:
   """Serialized record -> Document (numpy views of the raw bytes; no tensorflow)."""
-  feat = _proto().Example.FromString(record).features.feature
+  feat = _example_class().FromString(record).features.feature
   kw = {k: feat[k].bytes_list.value[0].decode("utf-8") for k in _STRINGS}
   for k, dt in _ARRAYS.items():
     kw[k] = np.frombuffer(feat[k].bytes_list.value[0], dtype=np.dtype(dt).newbyteorder("<"))

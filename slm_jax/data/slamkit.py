@@ -151,8 +151,9 @@ def _parse_features(obj: dict, opts: ReadOptions, source_path: str | None) -> re
   if aligned is None:
     path = find_alignment(file_name, opts, source_path)
     if path is None:
-      where = opts.alignment_dir or "next to the audio"
-      raise Rejected("missing_alignment", f"missing alignment: no {os.path.basename(os.path.splitext(file_name)[0])}.json {where}")
+      stem = os.path.basename(os.path.splitext(file_name)[0])
+      where = f"in {opts.alignment_dir}" if opts.alignment_dir else "next to the audio"
+      raise Rejected("missing_alignment", f"missing alignment: no {stem}.json {where}")
     with open(path, "rb") as f:
       aligned = parse_alignment(f.read(), path)
   elif not isinstance(aligned, list):
