@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from slm_jax import sharding
-from slm_jax.eval.generate import Generator, SamplingConfig, cut_units, process_logits
+from slm_jax.eval.generate import Generator, SamplingConfig, cut_units, output_banned, process_logits
 from slm_jax.eval.scoring import modality_banned
 from slm_jax.model.config import preset
 from slm_jax.vocab import VocabLayout
@@ -105,3 +105,12 @@ def test_cut_units_to_seconds():
   assert cut_units(units, dur, None).tolist() == units
   with pytest.raises(ValueError, match="needs the 'duration'"):
     cut_units(units, None, 3.0)
+
+
+def test_output_bans():
+  lay = VocabLayout(base_size=100, num_units=10, bos_id=1, eos_id=2)  # units 100..109, markers 110, 111
+  text = output_banned(lay, 128, "text", allow_eos=False)
+  assert text[100:112].all() and text[2] and not text[5] and text[112:].sum() == 0
+  assert not output_banned(lay, 128, "text", allow_eos=True)[2]
+  speech = output_banned(lay, 128, "speech", allow_eos=True)
+  assert np.flatnonzero(~speech).tolist() == [2] + list(range(100, 110))

@@ -207,6 +207,9 @@ def cut_units(units: Sequence[int], durations: Sequence[int] | None, seconds: fl
 
 
 def output_banned(layout: VocabLayout, vocab_padded: int, output_modality: str, allow_eos: bool) -> np.ndarray:
-  """Everything outside the output modality is banned (markers too); the EOS may stay allowed."""
+  """Everything outside the output modality is banned (markers too); the EOS only when `allow_eos`."""
   allow = [layout.eos_id] if allow_eos and layout.eos_id is not None else []
-  return modality_banned(layout, vocab_padded, output_modality, ban_markers=True, allow=allow)
+  banned = modality_banned(layout, vocab_padded, output_modality, ban_markers=True, allow=allow)
+  if not allow_eos and layout.eos_id is not None:
+    banned[layout.eos_id] = True  # a text LM's EOS is a text id: without a stop it must not appear either
+  return banned

@@ -129,6 +129,8 @@ def cm_folders(data_dir: str) -> list[tuple[str, str]]:
   subs = [(d, p) for d, p in subs if cm_bases(p)]
   if not subs:
     raise LayoutError(f"{data_dir}: no <base>_correct.txt/.wav files in it or in any subfolder")
+  if len(subs) == 1:  # one subfolder (e.g. text/ beside a units file) is not a speaker split
+    return [("", subs[0][1])]
   return subs
 
 

@@ -1,0 +1,73 @@
+"""Speech metrics of a checkpoint on the benchmarks' own layouts (SPEC §6), and GenPPL of ASR transcripts.
+
+  python tools/evaluate.py --ckpt=CKPT --benchmark=swuggy --data_dir=zr2021/lexical/dev \
+      [--units=units.jsonl | --encoder=HUBERT_DIR --kmeans=km500.npy] --out=results.json [--submission_dir=D]
+  python tools/evaluate.py --ckpt=CKPT --benchmark=cm_tsc --data_dir=cross_tSC --cm_modes=tt,ts,st,ss --out=r.json
+  python tools/evaluate.py --ckpt=LLAMA_1B_HF_DIR --benchmark=genppl --transcripts=asr.jsonl --out=genppl.json
+
+--ckpt is an Orbax checkpoint of ours or a Hugging Face / slamkit folder. Units come from --units (a slamkit
+features JSONL keyed by file stem; `units.jsonl` / `features.jsonl` inside --data_dir is found by itself) or
+from the audio through --encoder / --kmeans.
+"""
+import json
+import sys
+
+from absl import app, flags
+
+from slm_jax.eval import run
+from slm_jax.eval.benchmarks import BENCHMARKS
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("ckpt", None, "Orbax checkpoint folder or HF folder (for genppl: the judge LM).", required=True)
+flags.DEFINE_integer("step", None, "Orbax step (default: latest).")
+flags.DEFINE_enum("benchmark", None, list(BENCHMARKS) + ["genppl"], "What to evaluate.", required=True)
+flags.DEFINE_string("data_dir", None, "Benchmark folder (gold.csv folder, StoryCloze folder, speaker folders, ...).")
+flags.DEFINE_string("split", "dev", "ZeroSpeech split when --data_dir holds dev/ and test/.")
+flags.DEFINE_enum("layout", "auto", ["auto", "zerospeech", "named", "slamkit"], "File layout of --data_dir.")
+flags.DEFINE_string("units", None, "slamkit features JSONL with the units of every audio file (keyed by stem).")
+flags.DEFINE_string("encoder", None, "Audio input: 'mfcc' (stand-in) or a HuBERT folder.")
+flags.DEFINE_string("kmeans", None, "Audio input: k-means centroids (.npy, or a joblib pickle with --trust_pickle).")
+flags.DEFINE_bool("trust_pickle", False, "Allow loading a pickled k-means model.")
+flags.DEFINE_enum("reduce", "mean", ["mean", "sum"], "Per-sequence score: mean (slamkit default) or sum.")
+flags.DEFINE_bool("mask_modality", False, "Ban text ids and markers when scoring speech (SPEC §6 option).")
+flags.DEFINE_list("cm_modes", None, "Cross-modal modes among tt,ts,st,ss (default: every mode with its files).")
+flags.DEFINE_string("cm_text_join", " ", "Between prompt and ending text in T->T ('' is slamkit's join).")
+flags.DEFINE_string("transcripts", None, "genppl: ASR transcripts, JSONL {file_name, text} or one per line.")
+flags.DEFINE_string("out", None, "Results JSON to write.")
+flags.DEFINE_string("submission_dir", None, "Also write ZeroSpeech submission files (<stem> <score>) here.")
+flags.DEFINE_bool("by_pair", False, "Keep the per-pair (per-id) table in the results JSON.")
+flags.DEFINE_string("dtype", None, "Compute dtype override (float32 / bfloat16).")
+flags.DEFINE_integer("tokens_per_batch", 16384, "Tokens per scoring step (batch x bucket length).")
+flags.DEFINE_integer("max_buckets", 4, "Length buckets (each compiles once).")
+flags.DEFINE_integer("mesh_data", 1, "Mesh 'data' axis.")
+flags.DEFINE_integer("mesh_tensor", 1, "Mesh 'tensor' axis ('fsdp' takes the remaining devices).")
+
+
+def main(argv):
+  del argv
+  mesh = run.make_mesh(FLAGS.mesh_data, -1, FLAGS.mesh_tensor)
+  scorer_kw = dict(tokens_per_batch=FLAGS.tokens_per_batch, max_buckets=FLAGS.max_buckets)
+  try:
+    if FLAGS.benchmark == "genppl":
+      if not FLAGS.transcripts:
+        raise ValueError("--benchmark=genppl needs --transcripts")
+      res = run.genppl_checkpoint(FLAGS.ckpt, FLAGS.transcripts, mesh=mesh, dtype=FLAGS.dtype, out=FLAGS.out,
+                                  **scorer_kw)
+      summary = {k: res[k] for k in ("genppl", "mean_nll", "auto_bleu_2", "num_samples", "num_empty") if k in res}
+    else:
+      if not FLAGS.data_dir:
+        raise ValueError(f"--benchmark={FLAGS.benchmark} needs --data_dir")
+      res = run.evaluate_checkpoint(
+          FLAGS.ckpt, FLAGS.benchmark, FLAGS.data_dir, step=FLAGS.step, dtype=FLAGS.dtype, mesh=mesh,
+          units=FLAGS.units, encoder=FLAGS.encoder, kmeans=FLAGS.kmeans, trust_pickle=FLAGS.trust_pickle,
+          out=FLAGS.out, split=FLAGS.split, layout=FLAGS.layout, reduce=FLAGS.reduce,
+          mask_modality=FLAGS.mask_modality, cm_modes=FLAGS.cm_modes, cm_text_join=FLAGS.cm_text_join,
+          submission_dir=FLAGS.submission_dir, by_pair=FLAGS.by_pair, **scorer_kw)
+      summary = {k: res[k] for k in ("metric", "accuracy", "num_pairs", "breakdowns")}
+  except (FileNotFoundError, ValueError, KeyError) as e:
+    sys.exit(f"error: {e}")
+  print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)
