@@ -130,7 +130,7 @@ def test_local_launch_fake_trainer_collect_and_fit(tmp_path):
   table.write_runs(path, rows)
   assert open(path).readline().startswith("name,params,tokens,loss,flops,")
   runs_t = table.read_runs(path)
-  assert set(runs_t.metrics) >= {"sblimp", "tsc", "val_loss_unit", "train_loss"}
+  assert set(runs_t.metrics) == {"sblimp", "tsc", "val_loss_unit", "val_loss_text", "train_loss"}
   out, best, _ = report.analyze(runs_t, bootstrap=0, log=None)
   np.testing.assert_allclose([best.law.alpha, best.law.beta], [LAW.alpha, LAW.beta], rtol=1e-3)
 

@@ -12,7 +12,8 @@ REQUIRED = ("params", "tokens", "loss")
 # Columns that are never treated as metrics to fit against compute.
 NOT_METRICS = frozenset({
     "name", "run", "model", "base_model", "workdir", "status", "params", "params_no_embed", "tokens", "loss",
-    "flops", "flops_detailed", "steps", "total_steps", "token_budget", "seq_len", "batch_size", "seed"})
+    "flops", "flops_detailed", "tokens_processed", "steps", "total_steps", "token_budget", "seq_len", "batch_size",
+    "global_batch_size", "seed"})
 # Suffix/prefix hints for metrics where lower is better (losses, perplexities); the rest are accuracies.
 LOWER_IS_BETTER_HINTS = ("loss", "ppl", "nll")
 MIN_DISTINCT = 3  # different params values, and different tokens values, the parametric fit needs
