@@ -25,7 +25,8 @@ flags.DEFINE_string("data_dir", None, "Benchmark folder (gold.csv folder, StoryC
 flags.DEFINE_string("split", "dev", "ZeroSpeech split when --data_dir holds dev/ and test/.")
 flags.DEFINE_enum("layout", "auto", ["auto", "zerospeech", "named", "slamkit"], "File layout of --data_dir.")
 flags.DEFINE_string("units", None, "slamkit features JSONL with the units of every audio file (keyed by stem).")
-flags.DEFINE_string("encoder", None, "Audio input: 'mfcc' (stand-in) or a HuBERT folder.")
+flags.DEFINE_string("encoder", None, "Audio input: a HF HubertModel folder (mhubert-base-25hz) or 'mfcc' (stand-in).")
+flags.DEFINE_integer("layer", 11, "Audio input: HuBERT layer whose output is quantised (SPEC §1: 11).")
 flags.DEFINE_string("kmeans", None, "Audio input: k-means centroids (.npy, or a joblib pickle with --trust_pickle).")
 flags.DEFINE_bool("trust_pickle", False, "Allow loading a pickled k-means model.")
 flags.DEFINE_enum("reduce", "mean", ["mean", "sum"], "Per-sequence score: mean (slamkit default) or sum.")
@@ -60,6 +61,7 @@ def main(argv):
       res = run.evaluate_checkpoint(
           FLAGS.ckpt, FLAGS.benchmark, FLAGS.data_dir, step=FLAGS.step, dtype=FLAGS.dtype, mesh=mesh,
           units=FLAGS.units, encoder=FLAGS.encoder, kmeans=FLAGS.kmeans, trust_pickle=FLAGS.trust_pickle,
+          layer=FLAGS.layer,
           out=FLAGS.out, split=FLAGS.split, layout=FLAGS.layout, reduce=FLAGS.reduce,
           mask_modality=FLAGS.mask_modality, cm_modes=FLAGS.cm_modes, cm_text_join=FLAGS.cm_text_join,
           submission_dir=FLAGS.submission_dir, by_pair=FLAGS.by_pair, **scorer_kw)

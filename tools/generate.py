@@ -1,6 +1,7 @@
 """Speech / text / cross-modal continuations with KV-cache sampling (SPEC §6).
 
   python tools/generate.py --ckpt=CKPT --prompts=prompts_features.jsonl --out=continuations.jsonl
+  python tools/generate.py --ckpt=CKPT --audio_dir=wavs --encoder=HUBERT_DIR --kmeans=km500.npy --out=c.jsonl
       [--prompt_modality=speech] [--output_modality=speech|text] [--prompt_seconds=3]
       [--temperature=0.8 --top_k=25 --top_p=1.0 | --greedy] [--max_new_tokens=150] [--allow_eos]
 
@@ -20,7 +21,12 @@ from slm_jax.eval.loading import load_checkpoint
 FLAGS = flags.FLAGS
 flags.DEFINE_string("ckpt", None, "Orbax checkpoint folder or HF folder.", required=True)
 flags.DEFINE_integer("step", None, "Orbax step (default: latest).")
-flags.DEFINE_string("prompts", None, "Prompts file (see above).", required=True)
+flags.DEFINE_string("prompts", None, "Prompts file (see above).")
+flags.DEFINE_string("audio_dir", None, "Speech prompts from audio files instead (needs --encoder and --kmeans).")
+flags.DEFINE_string("encoder", None, "Audio prompts: a HF HubertModel folder or 'mfcc' (stand-in).")
+flags.DEFINE_string("kmeans", None, "Audio prompts: k-means centroids (.npy, or a pickle with --trust_pickle).")
+flags.DEFINE_bool("trust_pickle", False, "Allow loading a pickled k-means model.")
+flags.DEFINE_integer("layer", 11, "Audio prompts: HuBERT layer whose output is quantised.")
 flags.DEFINE_enum("prompt_modality", "speech", ["speech", "text"], "Modality of the prompts.")
 flags.DEFINE_enum("output_modality", None, ["speech", "text"], "Modality of the output (default: the prompt's).")
 flags.DEFINE_float("prompt_seconds", 3.0, "Speech prompts keep the units ending within this many seconds "
@@ -45,13 +51,22 @@ def main(argv):
   del argv
   mesh = run.make_mesh(FLAGS.mesh_data, -1, FLAGS.mesh_tensor)
   try:
-    prompts = run.read_prompts(FLAGS.prompts, FLAGS.prompt_modality)[:FLAGS.max_prompts]
+    seconds = FLAGS.prompt_seconds if FLAGS.prompt_seconds > 0 else None
+    if FLAGS.audio_dir:
+      if FLAGS.prompt_modality != "speech":
+        raise ValueError("--audio_dir prompts are speech: use --prompt_modality=speech")
+      source = run.make_audio_units(FLAGS.encoder, FLAGS.kmeans, trust_pickle=FLAGS.trust_pickle, layer=FLAGS.layer)
+      prompts = run.read_audio_prompts(FLAGS.audio_dir, source, seconds)[:FLAGS.max_prompts]
+    elif FLAGS.prompts:
+      prompts = run.read_prompts(FLAGS.prompts, FLAGS.prompt_modality)[:FLAGS.max_prompts]
+    else:
+      raise ValueError("give --prompts or --audio_dir")
     loaded = load_checkpoint(FLAGS.ckpt, mesh, step=FLAGS.step, dtype=FLAGS.dtype)
     sc = SamplingConfig(max_new_tokens=FLAGS.max_new_tokens, greedy=FLAGS.greedy, temperature=FLAGS.temperature,
                         top_k=FLAGS.top_k, top_p=FLAGS.top_p, repetition_penalty=FLAGS.repetition_penalty)
     records, stats = run.generate_loaded(
         loaded, mesh, prompts, prompt_modality=FLAGS.prompt_modality, output_modality=FLAGS.output_modality,
-        sampling=sc, prompt_seconds=FLAGS.prompt_seconds if FLAGS.prompt_seconds > 0 else None,
+        sampling=sc, prompt_seconds=seconds,
         allow_eos=FLAGS.allow_eos, seed=FLAGS.seed, batch_size=FLAGS.batch_size)
   except (FileNotFoundError, ValueError, KeyError) as e:
     sys.exit(f"error: {e}")

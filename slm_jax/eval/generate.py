@@ -2,7 +2,9 @@
 
 Prompts of different lengths are left-padded (segment id 0, never attended) so that every row writes the same
 cache slot at each step; positions count each row's own tokens. Prefill and the `lax.while_loop` decode run in
-one jitted function of the split NNX state; the batch (and the cache) is sharded over ('data', 'fsdp').
+one jitted function of the split NNX state; the batch (and the cache) is sharded over ('data', 'fsdp'). When the
+ban leaves few ids (speech output: the units), the head is applied to those columns only: the same distribution
+(banned ids have probability 0 either way) at a fraction of the cost.
 """
 from __future__ import annotations
 
@@ -50,8 +52,7 @@ def process_logits(logits: jax.Array, sc: SamplingConfig, banned: jax.Array | No
     return logits
   logits = logits / sc.temperature
   if sc.top_k and sc.top_k < logits.shape[-1]:
-    kth = jax.lax.top_k(logits, sc.top_k)[0][..., -1:]
-    logits = jnp.where(logits < kth, NEG_INF, logits)
+    logits = jnp.where(logits < kth_largest(logits, sc.top_k)[..., None], NEG_INF, logits)
   if sc.top_p < 1.0:
     desc = jnp.sort(logits, axis=-1)[..., ::-1]
     probs = jax.nn.softmax(desc, axis=-1)
@@ -61,6 +62,20 @@ def process_logits(logits: jax.Array, sc: SamplingConfig, banned: jax.Array | No
     cutoff = jnp.take_along_axis(desc, last, axis=-1)
     logits = jnp.where(logits < cutoff, NEG_INF, logits)
   return logits
+
+
+def kth_largest(x: jax.Array, k: int) -> jax.Array:
+  """Exact k-th largest value of each row of fp32 `x` [B, V] by bisection on the float bit patterns: 32 passes
+  of compare-and-count, much faster than `lax.top_k` on CPU over a 128k vocabulary."""
+  u = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+  key = jnp.where(u >> 31 == 1, ~u, u | jnp.uint32(1 << 31))  # order-preserving map to unsigned ints
+
+  def body(i, t):
+    cand = t | (jnp.uint32(1) << (31 - i).astype(jnp.uint32))
+    return jnp.where(jnp.sum(key >= cand[..., None], axis=-1) >= k, cand, t)
+
+  t = jax.lax.fori_loop(0, 32, body, jnp.zeros(x.shape[:-1], jnp.uint32))
+  return jax.lax.bitcast_convert_type(jnp.where(t >> 31 == 1, t & jnp.uint32(0x7FFFFFFF), ~t), jnp.float32)
 
 
 def sample(logits: jax.Array, key: jax.Array, sc: SamplingConfig, banned=None, seen=None) -> jax.Array:
@@ -93,8 +108,9 @@ def left_pad(prompts: Sequence[np.ndarray], length: int, rows: int) -> tuple[np.
 class Generator:
   """Compiled KV-cache sampler for one model; compiles once per (batch, prompt bucket, sampling config)."""
 
-  def __init__(self, model, mesh: Mesh, pad_multiple: int = 16):
+  def __init__(self, model, mesh: Mesh, pad_multiple: int = 16, restrict_vocab: bool = True):
     self.mesh, self.cfg, self.pad_multiple = mesh, model.cfg, pad_multiple
+    self.restrict_vocab = restrict_vocab
     self.graphdef, self.state = nnx.split(model)
     self.shards = int(np.prod([mesh.shape[a] for a in ("data", "fsdp") if a in mesh.shape]))
     self._fns: dict = {}
@@ -105,9 +121,25 @@ class Generator:
     graphdef, cfg = self.graphdef, self.cfg
     N = sc.max_new_tokens
 
-    def run(state, ids, positions, segs, key, banned, eos):
+    def run(state, ids, positions, segs, key, banned, eos, allowed):
       model = nnx.merge(graphdef, state)
       B, P = ids.shape
+      if allowed is None:
+        head = model.logits
+
+        def pick(logits, key, seen):
+          return sample(logits, key, sc, banned, seen)
+      else:  # only `allowed` ids can be sampled: project onto those columns of the head alone
+        valid = allowed >= 0
+        cols = jnp.where(valid, allowed, 0)
+        w = jnp.take(model.head_weight(), cols, axis=1)
+
+        def head(h):
+          lg = jnp.einsum("bd,da->ba", h, w.astype(h.dtype), preferred_element_type=jnp.float32)
+          return jnp.where(valid, lg, NEG_INF)
+
+        def pick(logits, key, seen):
+          return cols[sample(logits, key, sc, None, None if seen is None else seen[:, cols])]
       ids = sharding.constrain(ids, SEGMENT_LOGICAL)
       cache = init_cache(cfg, B, P + N)
       cache["layers"] = [{k: sharding.constrain(v, CACHE_LOGICAL) for k, v in c.items()} for c in cache["layers"]]
@@ -117,7 +149,7 @@ class Generator:
         counts = jnp.zeros((B, cfg.padded_vocab_size), jnp.int32)
         seen = counts.at[jnp.arange(B)[:, None], ids].add((segs > 0).astype(jnp.int32)) > 0
       key, sub = jax.random.split(key)
-      tok = sample(model.logits(hidden[:, -1]), sub, sc, banned, seen)
+      tok = pick(head(hidden[:, -1]), sub, seen)
       done = jnp.isin(tok, eos)
       out = jnp.zeros((B, N), jnp.int32).at[:, 0].set(tok)
       lengths = jnp.where(done, 0, 1).astype(jnp.int32)  # tokens before the first EOS
@@ -133,7 +165,7 @@ class Generator:
         if seen is not None:
           seen = seen.at[jnp.arange(B), tok].set(True)
         key, sub = jax.random.split(key)
-        nxt = sample(model.logits(h[:, 0]), sub, sc, banned, seen)
+        nxt = pick(head(h[:, 0]), sub, seen)
         nxt = jnp.where(done, 0, nxt)
         out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, step))
         hit = jnp.isin(nxt, eos)
@@ -162,12 +194,19 @@ class Generator:
     V = self.cfg.padded_vocab_size
     ban = jnp.zeros((V,), bool) if banned is None else jnp.asarray(banned, bool)
     eos = jnp.asarray(list(eos_ids) or [-1], jnp.int32)
+    allowed = None
+    if banned is not None and self.restrict_vocab:
+      ok = np.flatnonzero(~np.asarray(banned, bool)[:self.cfg.vocab_size])
+      if len(ok) <= V // 2:  # e.g. speech output: 500 units of a 128k vocabulary
+        allowed = np.full(-(-len(ok) // 128) * 128, -1, np.int32)
+        allowed[:len(ok)] = ok
+        allowed = jnp.asarray(allowed)
     fn = self._fn(sc)
     t0 = time.time()
     with jax.set_mesh(self.mesh):
       sh = NamedSharding(self.mesh, sharding.logical_to_spec(SEGMENT_LOGICAL, ids.shape, self.mesh))
       args = [jax.device_put(a, sh) for a in (ids, pos, seg)]
-      out, lengths, done = fn(self.state, *args, jax.random.PRNGKey(seed), ban, eos)
+      out, lengths, done = fn(self.state, *args, jax.random.PRNGKey(seed), ban, eos, allowed)
       out, lengths, done = np.asarray(out), np.asarray(lengths), np.asarray(done)
     dt = time.time() - t0
     n = len(prompts)

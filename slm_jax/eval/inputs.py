@@ -128,9 +128,20 @@ class AudioUnits:
       self.prefetch([key])
     return self._cache[key]
 
+  def units_of_waveforms(self, wavs: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(units, durations) of each 16 kHz waveform (e.g. prompts cut to their first seconds)."""
+    from slm_jax.units import dedup as dedup_lib
+    from slm_jax.units import extract as extract_lib
+    out = []
+    for i in range(0, len(wavs), self.batch_size):
+      frames = extract_lib.units_for_batch(self.encoder, self.centroids, list(wavs[i:i + self.batch_size]))
+      out += [dedup_lib.dedup(f) for f in frames]
+    return out
 
-def make_audio_units(encoder: str, kmeans: str, batch_size: int = 8, trust_pickle: bool = False) -> AudioUnits:
-  """AudioUnits from an encoder spec ('mfcc', or a HF HuBERT folder) and a k-means centroid file."""
+
+def make_audio_units(encoder: str, kmeans: str, batch_size: int = 8, trust_pickle: bool = False,
+                     layer: int = 11) -> AudioUnits:
+  """AudioUnits from an encoder ('mfcc' stand-in, or a HF HubertModel folder, output of `layer`) and k-means."""
   if not encoder or not kmeans:
     raise ValueError("audio input needs --encoder and --kmeans (or give precomputed units with --units)")
   from slm_jax.units import kmeans as kmeans_lib
@@ -139,19 +150,7 @@ def make_audio_units(encoder: str, kmeans: str, batch_size: int = 8, trust_pickl
     from slm_jax.units.mfcc import MfccEncoder
     enc = MfccEncoder()
   else:
-    enc = _hubert_encoder(encoder)
+    from slm_jax.units.encoder import HubertEncoder
+    from slm_jax.units.hubert_import import load_hubert
+    enc = HubertEncoder(load_hubert(encoder), layer=layer)
   return AudioUnits(enc, centroids, batch_size)
-
-
-def _hubert_encoder(path: str):
-  try:
-    from slm_jax.units import hubert  # written by the units issue
-  except ImportError as e:
-    raise ValueError(f"audio input needs --encoder/--kmeans: slm_jax.units has no HuBERT encoder here ({e}); "
-                     "give precomputed units with --units") from None
-  for name in ("load_encoder", "from_pretrained", "HubertEncoder"):
-    fn = getattr(hubert, name, None)
-    if fn is not None:
-      return fn.from_pretrained(path) if isinstance(fn, type) and hasattr(fn, "from_pretrained") else fn(path)
-  raise ValueError("audio input needs --encoder/--kmeans: slm_jax.units.hubert offers no loader "
-                   "(load_encoder / HubertEncoder.from_pretrained)")

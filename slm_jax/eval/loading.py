@@ -23,11 +23,6 @@ class Loaded:
     return Encoder(self.tokenizer, self.layout)
 
 
-def is_orbax(path: str) -> bool:
-  return os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")) and any(
-      d.isdigit() for d in os.listdir(path))
-
-
 def load_checkpoint(path: str, mesh: Mesh, step: int | None = None, dtype: str | None = None,
                     num_units: int = 500, tokenizer_dir: str | None = None) -> Loaded:
   """Orbax dir (with `tokenizer/`) or HF folder (config.json + safetensors); dtype overrides the compute dtype.

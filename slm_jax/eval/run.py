@@ -33,14 +33,14 @@ def find_units(data_dir: str) -> str | None:
 
 
 def units_source(data_dir: str | None, units: str | None = None, encoder: str | None = None,
-                 kmeans: str | None = None, trust_pickle: bool = False):
-  """UnitsFile (given or found in data_dir), else AudioUnits from encoder + k-means, else None."""
-  path = units or (find_units(data_dir) if data_dir else None)
-  if path:
-    return UnitsFile(path)
+                 kmeans: str | None = None, trust_pickle: bool = False, layer: int = 11):
+  """AudioUnits when an encoder is given, else a UnitsFile (given, or found in data_dir), else None."""
   if encoder or kmeans:
-    return make_audio_units(encoder, kmeans, trust_pickle=trust_pickle)
-  return None
+    if units:
+      raise ValueError("give either --units or --encoder/--kmeans, not both")
+    return make_audio_units(encoder, kmeans, trust_pickle=trust_pickle, layer=layer)
+  path = units or (find_units(data_dir) if data_dir else None)
+  return UnitsFile(path) if path else None
 
 
 def evaluate_loaded(loaded: Loaded, mesh, benchmark: str, data_dir: str, *, split: str = "dev",
@@ -63,11 +63,11 @@ def evaluate_loaded(loaded: Loaded, mesh, benchmark: str, data_dir: str, *, spli
 
 def evaluate_checkpoint(ckpt: str, benchmark: str, data_dir: str, *, step: int | None = None,
                         dtype: str | None = None, mesh=None, units: str | None = None, encoder: str | None = None,
-                        kmeans: str | None = None, trust_pickle: bool = False, out: str | None = None,
-                        **kw) -> dict:
+                        kmeans: str | None = None, trust_pickle: bool = False, layer: int = 11,
+                        out: str | None = None, **kw) -> dict:
   """Loads `ckpt` and runs one benchmark; writes the results JSON to `out` when given."""
   mesh = mesh or make_mesh()
-  source = units_source(data_dir, units, encoder, kmeans, trust_pickle)
+  source = units_source(data_dir, units, encoder, kmeans, trust_pickle, layer)
   loaded = load_checkpoint(ckpt, mesh, step=step, dtype=dtype)
   results = evaluate_loaded(loaded, mesh, benchmark, data_dir, units=source, **kw)
   if out:
@@ -104,6 +104,20 @@ def read_prompts(path: str, modality: str) -> list[dict]:
                        "units": rec["units"], "duration": rec.get("duration")})
     return recs
   return [{"name": name, "text": text} for name, text in gp.read_transcripts(path)]
+
+
+def read_audio_prompts(audio_dir: str, source, seconds: float | None, ext: str = "wav,flac") -> list[dict]:
+  """Speech prompts from audio files: each cut to its first `seconds` (as slamkit does) before extraction."""
+  from slm_jax.units import audio as audio_lib
+  paths = audio_lib.find_audio(audio_dir, ext)
+  if not paths:
+    raise FileNotFoundError(f"no .{ext} files under {audio_dir}")
+  wavs = [audio_lib.load_audio(p) for p in paths]
+  if seconds:
+    wavs = [w[:int(seconds * audio_lib.SAMPLE_RATE)] for w in wavs]
+  units = source.units_of_waveforms(wavs)
+  return [{"name": os.path.splitext(os.path.basename(p))[0], "units": u.tolist(), "duration": d.tolist()}
+          for p, (u, d) in zip(paths, units)]
 
 
 def generate_loaded(loaded: Loaded, mesh, prompts: list[dict], *, prompt_modality: str = "speech",
