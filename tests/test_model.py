@@ -157,3 +157,9 @@ def test_config_round_trips_hf_json_both_rope_layouts():
   assert cfg.num_params() == 3_212_749_824  # SPEC §5
   with pytest.raises(ValueError, match="unsupported model_type 'gpt2'"):
     ModelConfig.from_hf_dict({"model_type": "gpt2"})
+
+
+def test_cudnn_attention_needs_half_precision():
+  with pytest.raises(ValueError, match="cuDNN flash attention has no fp32 kernel"):
+    preset("tiny-llama", attention_impl="cudnn", dtype="float32")
+  assert preset("tiny-llama", attention_impl="cudnn", dtype="bfloat16").attention_impl == "cudnn"

@@ -43,6 +43,11 @@ class ModelConfig:
   def __post_init__(self):
     if self.arch not in SUPPORTED_ARCHS:
       raise ValueError(f"unknown architecture {self.arch!r}; supported: {', '.join(SUPPORTED_ARCHS)}")
+    if self.attention_impl not in ("xla", "cudnn"):
+      raise ValueError(f"attention_impl must be 'xla' or 'cudnn', got {self.attention_impl!r}")
+    if self.attention_impl == "cudnn" and self.dtype not in ("bfloat16", "float16"):
+      raise ValueError(f"attention_impl='cudnn' needs a bfloat16 or float16 compute dtype (cuDNN flash attention "
+                       f"has no fp32 kernel), got dtype={self.dtype!r}; use attention_impl='xla' for fp32")
     if self.num_attention_heads % self.num_key_value_heads:
       raise ValueError(f"num_attention_heads {self.num_attention_heads} is not a multiple of "
                        f"num_key_value_heads {self.num_key_value_heads}")
