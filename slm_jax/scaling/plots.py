@@ -41,6 +41,7 @@ def loss_vs_compute(runs: Runs, law: fit.Law, path: str) -> None:
   ax.plot(c, law.optimal_loss(c), "k--", lw=1.5, label="compute-optimal L*(C)")
   ax.set(xscale="log", yscale="log", xlabel="compute C = 6ND (FLOPs)", ylabel="validation loss",
          title=f"L = {law.E:.3g} + {law.A:.3g}/N^{law.alpha:.3f} + {law.B:.3g}/D^{law.beta:.3f}")
+  ax.set_ylim(runs.loss.min() / 1.5, runs.loss.max() * 1.5)  # steep fitted curves would hide the data
   ax.legend(fontsize=8)
   budgets = np.logspace(np.log10(runs.flops.min()), np.log10(runs.flops.max()), 5)
   n_grid = np.logspace(np.log10(sizes.min()) - 1, np.log10(sizes.max()) + 1, 200)
@@ -48,6 +49,7 @@ def loss_vs_compute(runs: Runs, law: fit.Law, path: str) -> None:
     ax2.plot(n_grid, law.loss(n_grid, cb / (6 * n_grid)), color=col, label=f"C={cb:.2g}")
     n_opt, d_opt = law.compute_optimal(cb)
     ax2.scatter([n_opt], [law.loss(n_opt, d_opt)], color=col, marker="*", s=80, zorder=3)
+  ax2.set_ylim(law.optimal_loss(budgets).min() / 1.5, law.optimal_loss(budgets).max() * 3)
   ax2.set(xscale="log", yscale="log", xlabel="parameters N", ylabel="fitted loss", title="isoFLOP curves (* = N_opt)")
   ax2.legend(fontsize=8)
   _save(fig, path)
