@@ -4,7 +4,7 @@
       [--encoder=HF_HUBERT_DIR|mfcc] [--layer=11] [--kmeans=km.npy] [--fit_kmeans=K] [--slamkit_padding]
   python tools/extract_units.py --convert_kmeans=km500.bin --kmeans_out=km500.npy --trust_pickled_kmeans
 
-Reruns skip files already in the output. On several hosts pass --distributed: each process takes every n-th file
+Reruns skip files already in the output. --prepare_dir also writes the ArrayRecord form the data tools read. On several hosts pass --distributed: each process takes every n-th file
 and writes `<out>-<i>-of-<n>.jsonl`. `--encoder=mfcc` is a weight-free STAND-IN (MFCC k-means), not HuBERT.
 """
 import logging
@@ -32,6 +32,10 @@ _SLAMKIT = flags.DEFINE_bool("slamkit_padding", False, "Reproduce slamkit: pad b
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Encoder compute dtype.")
 _STRICT = flags.DEFINE_bool("strict", False, "Fail on unreadable or empty audio instead of skipping it.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for --fit_kmeans.")
+_PREP = flags.DEFINE_string("prepare_dir", None, "Also write the prepared form (ArrayRecord, tools/prepare_data.py) "
+                            "of the output here (single process; on many hosts run prepare_data on the shards).")
+_PREP_KIND = flags.DEFINE_enum("prepare_kind", "speech", ["speech", "interleaved"], "Documents for --prepare_dir.")
+_ALIGN = flags.DEFINE_string("alignment_dir", None, "Alignments (<stem>.json) for --prepare_kind=interleaved.")
 _DIST = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host) and take this "
                           "process's share of the files.")
 
@@ -59,6 +63,13 @@ def main(argv):
       process_index=jax.process_index(), process_count=jax.process_count())
   stats = extract.run(cfg)
   print(extract.summary(stats, extract.shard_path(cfg.out, cfg.process_index, cfg.process_count)))
+  if _PREP.value:
+    if cfg.process_count > 1:
+      raise app.UsageError("--prepare_dir runs in a single process; run tools/prepare_data.py on the shards")
+    from slm_jax.data import prepare
+    manifest = prepare.prepare(prepare.PrepareConfig(kind=_PREP_KIND.value, inputs=[cfg.out], out_dir=_PREP.value,
+                                                     alignment_dir=_ALIGN.value, overwrite=True, strict=cfg.strict))
+    print(prepare.summary(manifest))
 
 
 if __name__ == "__main__":

@@ -31,9 +31,13 @@ def find_audio(audio_dir: str, ext: str = "flac") -> list[str]:
 
 def load_audio(path: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
   """float32 mono waveform at `sample_rate` (librosa: mean of channels, soxr resampling). Raises AudioError."""
+  import warnings
+
   import librosa  # imported lazily: its first import is slow
   try:
-    wav, _ = librosa.load(path, sr=sample_rate, mono=True)
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")  # librosa's audioread fallback warnings; failures are raised below
+      wav, _ = librosa.load(path, sr=sample_rate, mono=True)
   except Exception as e:  # librosa / soundfile / audioread raise many types
     raise AudioError(f"{path}: cannot read audio ({type(e).__name__}: {e})") from e
   if wav.size == 0:

@@ -27,6 +27,7 @@ from slm_jax.units.mfcc import MfccEncoder
 
 log = logging.getLogger(__name__)
 VOICES = tts_lib.FLITE_VOICES
+TSC_VOICE = "kal16"  # one voice for the stories, as the real tSC (and the fastest flite voice)
 SPOKEN_BOTCHAN = range(0, 4)  # chapters I-IV spoken (with Alice ch. I-II)
 TEXT_BOTCHAN = range(4, 8)  # chapters V-VIII as text-only documents
 EVAL_BOTCHAN = range(8, 11)  # chapters IX-XI held out for the tSC / sBLIMP look-alikes
@@ -50,6 +51,7 @@ class Config:
 # synthesis (process pool; each worker owns one in-process flite)
 # ---------------------------------------------------------------------------------------------------------------
 _FLITE = None
+_TTS_VERSION = "flite-srand1"  # bump when synthesis changes, to invalidate cached wavs
 
 
 def _synth(job):
@@ -60,7 +62,7 @@ def _synth(job):
   if os.path.exists(wav_path) and os.path.exists(meta_path):
     with open(meta_path) as f:
       meta = json.load(f)
-    if meta["text"] == text and meta["voice"] == voice:
+    if meta["text"] == text and meta["voice"] == voice and meta.get("tts") == _TTS_VERSION:
       return wav_path, meta["words"], meta["phones"], meta["num_samples"]
   import soundfile as sf
   if _FLITE is None:
@@ -72,7 +74,7 @@ def _synth(job):
   sf.write(wav_path, s.audio, s.sample_rate, subtype="PCM_16")
   words = [[w, round(a, 4), round(b, 4)] for w, a, b in s.words]
   with open(meta_path, "w") as f:
-    json.dump({"text": text, "voice": voice, "words": words, "phones": s.phones, "num_samples": len(s.audio)}, f)
+    json.dump({"tts": _TTS_VERSION, "text": text, "voice": voice, "words": words, "phones": s.phones, "num_samples": len(s.audio)}, f)
   return wav_path, words, s.phones, len(s.audio)
 
 
@@ -149,8 +151,10 @@ def build(cfg: Config) -> dict:
   text_docs = []
   for c in TEXT_BOTCHAN:
     sents = chapters[c]
-    for i in range(0, len(sents), 25):
-      text_docs.append({"text": " ".join(sents[i:i + 25])})
+    docs = [sents[i:i + 25] for i in range(0, len(sents), 25)]
+    if len(docs) > 1 and sum(len(s.split()) for s in docs[-1]) < 100:
+      docs[-2:] = [docs[-2] + docs[-1]]  # no short tail document
+    text_docs += [{"text": " ".join(d)} for d in docs]
   held_out = [s for c in EVAL_BOTCHAN for s in chapters[c]]
   counts = demo_text.word_counts([u["text"] for u in train] + [d["text"] for d in text_docs])
 
@@ -178,7 +182,7 @@ def build(cfg: Config) -> dict:
     for kind, ending in (("correct", st["ending"]), ("incorrect", st["wrong_ending"])):
       name = f"{i}_{sid}_{kind}"
       tsc_files.append((name, st, kind))
-      jobs.append((os.path.join(adir, "tsc", name + ".wav"), " ".join(st["context"] + [ending]), "slt"))
+      jobs.append((os.path.join(adir, "tsc", name + ".wav"), " ".join(st["context"] + [ending]), TSC_VOICE))
   log.info("synthesising %d files with flite (%d workers)", len(jobs), cfg.jobs)
   synth = synthesize_all(jobs, cfg.jobs)
   t_tts = time.perf_counter() - t_start
@@ -198,11 +202,12 @@ def build(cfg: Config) -> dict:
   log.info("fitting k-means (%d units) on the stand-in features", cfg.num_units)
   encoder = MfccEncoder()
   train_wavs = [j[0] for j in jobs[:len(train)]]
-  feats = extract_lib.collect_features(train_wavs, encoder, max_frames=200_000, seed=cfg.seed)
-  centroids = kmeans_lib.fit(feats, cfg.num_units, seed=cfg.seed, iters=30)
+  feats = [encoder.features(audio_lib.load_audio(p)) for p in train_wavs]  # one MFCC pass, kept in memory
+  centroids = kmeans_lib.fit(np.concatenate(feats), cfg.num_units, seed=cfg.seed, iters=20, max_points=100_000)
   kmeans_lib.save_centroids(os.path.join(out, "kmeans_mfcc.npy"), centroids)
-  rel = lambda p: os.path.relpath(p, out)  # noqa: E731  (file_name relative to data/demo)
-  _units_jsonl(train_wavs, encoder, centroids, os.path.join(raw, "features.jsonl"), rel)
+  frame_units = _assign_all(feats, centroids)
+  _write_jsonl(os.path.join(raw, "features.jsonl"),
+               [dedup_lib.features_record(u, os.path.relpath(p, out)) for p, u in zip(train_wavs, frame_units)])
 
   ev = os.path.join(out, "eval")
   stem = lambda p: os.path.basename(p)  # noqa: E731
@@ -235,6 +240,16 @@ def build(cfg: Config) -> dict:
   with open(os.path.join(out, "manifest.json"), "w") as f:
     json.dump(manifest, f, indent=1)
   return manifest
+
+
+def _assign_all(feats: list, centroids: np.ndarray, chunk: int = 1 << 16) -> list:
+  """Nearest-centroid units of many [T_i, D] arrays, in fixed-size chunks (one compiled shape)."""
+  flat = np.concatenate(feats)
+  n = len(flat)
+  flat = np.concatenate([flat, np.zeros((-n % chunk, flat.shape[1]), flat.dtype)])
+  units = np.concatenate([np.asarray(kmeans_lib.assign(flat[i:i + chunk], centroids))
+                          for i in range(0, len(flat), chunk)])[:n]
+  return np.split(units, np.cumsum([len(f) for f in feats])[:-1])
 
 
 def _cross_modal_tsc(tsc_files, synth, adir, encoder, centroids, out_dir) -> None:

@@ -96,7 +96,8 @@ def fit(features: np.ndarray, k: int, seed: int = 0, iters: int = 30, max_points
   rng = np.random.default_rng(seed)
   if x.shape[0] > max_points:
     x = x[np.sort(rng.choice(x.shape[0], max_points, replace=False))]
-  c = _kmeans_pp(x, k, rng)
+  seed_rows = x if x.shape[0] <= 40 * k else x[np.sort(rng.choice(x.shape[0], 40 * k, replace=False))]
+  c = _kmeans_pp(seed_rows, k, rng)  # seeding on a subsample (40 rows per centroid); Lloyd uses all rows
   xs = jnp.asarray(x)
   c = jnp.asarray(c)
   for _ in range(iters):
@@ -105,13 +106,17 @@ def fit(features: np.ndarray, k: int, seed: int = 0, iters: int = 30, max_points
 
 
 def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+  """k-means++ seeding (D^2 sampling), distances as ||x||^2 - 2 x.c + ||c||^2 (one mat-vec per centroid)."""
+  x64 = x.astype(np.float64)
+  xx = np.einsum("nd,nd->n", x64, x64)
   idx = [int(rng.integers(x.shape[0]))]
-  d2 = np.sum((x - x[idx[0]]) ** 2, axis=1)
+  d2 = np.maximum(xx - 2 * x64 @ x64[idx[0]] + xx[idx[0]], 0)
   for _ in range(1, k):
-    p = d2 / d2.sum() if d2.sum() > 0 else None
-    i = int(rng.choice(x.shape[0], p=p))
+    total = d2.sum()
+    i = int(np.searchsorted(np.cumsum(d2), rng.random() * total)) if total > 0 else int(rng.integers(len(x)))
+    i = min(i, len(x) - 1)
     idx.append(i)
-    d2 = np.minimum(d2, np.sum((x - x[i]) ** 2, axis=1))
+    d2 = np.minimum(d2, np.maximum(xx - 2 * x64 @ x64[i] + xx[i], 0))
   return x[idx].copy()
 
 

@@ -58,7 +58,9 @@ class MfccEncoder:
     """-> (features [B, T_max, D] float32, lengths [B] int)."""
     feats = [self.features(w) for w in wavs]
     lengths = np.array([f.shape[0] for f in feats], np.int64)
-    out = np.zeros((len(feats), max(1, int(lengths.max(initial=0))), self.dim), np.float32)
+    t = int(lengths.max(initial=0))
+    step = max(32, 2 ** max(0, t.bit_length() - 3))  # 4 padded lengths per octave: few jit shapes downstream
+    out = np.zeros((len(feats), max(step, -(-t // step) * step), self.dim), np.float32)
     for i, f in enumerate(feats):
       out[i, :f.shape[0]] = f
     return out, lengths

@@ -1,7 +1,9 @@
 """Speech synthesis with exact word times, for the demo data (not part of unit extraction).
 
-flite is called in-process through ctypes: one synthesis per utterance (natural prosody), and the word times come
-from flite's own utterance structure (Token -> Word -> Syllable -> Segment), so they are exact, not estimated.
+flite is called in-process through ctypes: one synthesis per utterance (natural prosody; libc's rand(), which
+flite's voices use for excitation noise, is reseeded each time, so the audio is deterministic whatever ran
+before), and the word times come from flite's own utterance structure (Token -> Word -> Syllable -> Segment),
+so they are exact, not estimated.
 Voices: the flite voices shipped by Debian's `flite` package (slt, awb, rms, kal16; all 16 kHz).
 """
 from __future__ import annotations
@@ -73,6 +75,7 @@ class Flite:
       f = getattr(fl, name)
       f.restype, f.argtypes = res, args
     fl.flite_init()
+    self._libc = ctypes.CDLL(None)  # flite's clustergen voices draw excitation noise from libc rand()
     self._voices = {}
 
   def voice(self, name: str):
@@ -89,7 +92,9 @@ class Flite:
   def synthesize(self, text: str, voice: str = "slt") -> Synthesis:
     """One utterance. Input tokens that flite does not speak (e.g. `--`) are merged into the previous word."""
     fl = self._fl
-    utt = fl.flite_synth_text(text.encode("utf-8"), self.voice(voice))
+    voice_ptr = self.voice(voice)
+    self._libc.srand(1)  # same audio for the same text whatever was synthesised before (deterministic)
+    utt = fl.flite_synth_text(text.encode("utf-8"), voice_ptr)
     try:
       w = fl.utt_wave(utt).contents
       audio = np.ctypeslib.as_array(w.samples, shape=(w.num_samples,)).astype(np.float32) / 32768.0
