@@ -86,7 +86,8 @@ def fresh_start(config, mesh: Mesh, param_dtype: str, dtype: str) -> Start:
     from slm_jax.checkpoint.hf_to_orbax import import_hf
     num_units = 0 if speech_only else config.vocab.num_units
     model, meta, tokenizer = import_hf(path, mesh, num_units=num_units, dtype=param_dtype,
-                                       tokenizer_dir=config.vocab.tokenizer or None, seed=config.seed)
+                                       tokenizer_dir=os.path.expanduser(config.vocab.tokenizer) or None,
+                                       seed=config.seed)
     layout = VocabLayout.from_dict(meta["vocab_layout"])
     cfg = ModelConfig.from_dict(meta["model_config"]).replace(**rt)
     params = _pure(model)
@@ -95,7 +96,10 @@ def fresh_start(config, mesh: Mesh, param_dtype: str, dtype: str) -> Start:
     tokenizer, layout = None, None
     if config.vocab.tokenizer:
       from transformers import AutoTokenizer
-      tokenizer = AutoTokenizer.from_pretrained(config.vocab.tokenizer)
+      tok_dir = os.path.expanduser(config.vocab.tokenizer)
+      if not os.path.isdir(tok_dir):
+        raise FileNotFoundError(f"config.vocab.tokenizer={config.vocab.tokenizer!r} is not a folder")
+      tokenizer = AutoTokenizer.from_pretrained(tok_dir)
       layout = extend_tokenizer(tokenizer, config.vocab.num_units)
     cfg = preset(config.model.preset, **rt)
     params, source = None, {"kind": "random", "seed": config.seed}

@@ -22,10 +22,16 @@ from slm_jax.train.loss import kind_nll_sums, token_logprobs
 BATCH_KEYS = ("input_ids", "targets", "loss_mask", "segment_ids", "positions", "kind")
 
 
-def _sums(graphdef, params, mb, loss_chunk: int):
-  """(nll sum, count, per-kind nll sums [3], per-kind counts [3]) of one micro-batch."""
+def _sums(graphdef, params, mb, loss_chunk: int, packed: bool = True):
+  """(nll sum, count, per-kind nll sums [3], per-kind counts [3]) of one micro-batch.
+
+  packed=False ignores segment ids and positions: every row is one causal document (benchmarks).
+  """
   model = nnx.merge(graphdef, params)
-  hidden = model(mb["input_ids"], mb["positions"], mb["segment_ids"])
+  if packed:
+    hidden = model(mb["input_ids"], mb["positions"], mb["segment_ids"])
+  else:
+    hidden = model(mb["input_ids"])
   lp = token_logprobs(model, hidden, mb["targets"], chunk_size=loss_chunk)
   m = mb["loss_mask"].astype(jnp.float32)
   nll_sum = jnp.where(m > 0, -lp, 0.0).sum()
@@ -50,7 +56,7 @@ def global_norm(tree) -> jax.Array:
 
 
 def make_train_step(graphdef, tx: optax.GradientTransformation, lr_fn: Callable | None = None, *,
-                    micro_batches: int = 1, loss_chunk: int = 512, nan_at_step: int = 0):
+                    micro_batches: int = 1, loss_chunk: int = 512, nan_at_step: int = 0, packed: bool = True):
   """step(params, opt_state, batch, step) -> (params, opt_state, metrics). Pure; jit it with `jit_train_step`.
 
   `nan_at_step` > 0 plants a NaN in the loss of that (1-based) step, to test the non-finite stop.
@@ -62,7 +68,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, lr_fn: Callable 
     scale = 1.0 / tokens  # static normaliser keeps summed gradients in range; the true count is divided later
 
     def loss_fn(p, mb):
-      nll_sum, count, ks, kc = _sums(graphdef, p, mb, loss_chunk)
+      nll_sum, count, ks, kc = _sums(graphdef, p, mb, loss_chunk, packed)
       if nan_at_step > 0:
         nll_sum = nll_sum * jnp.where(step_no + 1 == nan_at_step, jnp.nan, 1.0)
       return nll_sum * scale, (nll_sum, count, ks, kc)

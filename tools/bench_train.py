@@ -1,0 +1,280 @@
+"""Train-step throughput: our jit'd step (forward, backward, clip 0.5, AdamW) vs transformers + torch, and MFU.
+
+CPU mode (default): hidden 512, intermediate 1536, 8 layers, 8 heads, 4 KV heads, vocab 128758, tied embeddings,
+sequence 1024, batch 4, fp32; the same model and step in transformers + torch in the same run. The last line is
+one JSON object with jax_tokens_per_s, torch_tokens_per_s and ratio.
+
+  PYTHONPATH=. .venv/bin/python tools/bench_train.py
+
+GPU mode (`--preset` given): a preset model in our step only (no torch), several (batch, remat, packing)
+settings, each in its own try/except so an out-of-memory one does not lose the rest; prints each result as it
+comes and the best as the last line (JSON).
+
+  python3 tools/bench_train.py --preset=llama3.2-3b --seq_len=2048 --dtype=bfloat16 --attention_impl=cudnn \
+      --batch=4,8,16 --remat=auto
+"""
+import gc
+import json
+import math
+import os
+import statistics
+import time
+
+from absl import app, flags
+
+_PRESET = flags.DEFINE_string("preset", None, "Model preset (GPU mode); unset: the CPU comparison.")
+_SEQ = flags.DEFINE_integer("seq_len", None, "Sequence length (default 1024 CPU, 2048 GPU).")
+_BATCH = flags.DEFINE_list("batch", None, "Batch sizes to try (default 4 CPU; 4,8,16 GPU).")
+_DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "Compute dtype (default fp32 CPU, bf16 GPU).")
+_PRECISION = flags.DEFINE_enum("precision", None, ["fp32", "mixed", "bf16"],
+                               "Weights/optimizer precision (default: fp32 for float32, bf16 for bfloat16).")
+_ATTN = flags.DEFINE_enum("attention_impl", "xla", ["xla", "cudnn"], "Attention path.")
+_REMAT = flags.DEFINE_enum("remat", "auto", ["auto", "on", "off"],
+                           "auto: without remat first, then with remat for the batch sizes that did not fit.")
+_PACKED = flags.DEFINE_enum("packed", "both", ["both", "on", "off"],
+                            "GPU: both = causal rows, then packed rows (segment ids -> masked attention) at the "
+                            "best causal setting.")
+_STEPS = flags.DEFINE_integer("steps", None, "Timed steps per setting (default 2 CPU, 10 GPU).")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps, the first (compiling) one included.")
+_MAX_S = flags.DEFINE_float("max_seconds", 420.0, "GPU: stop trying new settings after this many seconds.")
+_TORCH = flags.DEFINE_bool("torch", True, "CPU mode: also time transformers + torch.")
+
+VOCAB = 128758
+
+
+def _cpu_config():
+  from slm_jax.model.config import ModelConfig
+  return ModelConfig("llama", VOCAB, 512, 1536, 8, 8, 4, 64, 1e-5, 500000.0, None, 131072, True, False)
+
+
+def _batch(B, T, vocab, packed=False, seed=0):
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(0, vocab, (B, T + 1)).astype(np.int32)
+  seg = np.ones((B, T), np.int32)
+  pos = np.broadcast_to(np.arange(T, dtype=np.int32), (B, T)).copy()
+  if packed:  # two documents per row, as packing makes them
+    seg[:, T // 3:] = 2
+    pos[:, T // 3:] -= T // 3
+  mask = np.ones((B, T), np.float32)
+  if packed:
+    mask[:, T // 3 - 1] = 0.0
+  return {"input_ids": tokens[:, :-1], "targets": tokens[:, 1:], "loss_mask": mask, "segment_ids": seg,
+          "positions": pos, "kind": np.zeros((B, T), np.int8)}
+
+
+class JaxStep:
+  """Params and AdamW state on one device (created once), and our jit'd train step for a setting."""
+
+  def __init__(self, cfg, precision, model=None):
+    import jax
+    from flax import nnx
+    from slm_jax.model.create import create_model, model_shardings
+    from slm_jax.sharding import make_mesh
+    from slm_jax.train import optimizer, step as step_lib
+    self.jax, self.nnx, self.step_lib, self.model_shardings = jax, nnx, step_lib, model_shardings
+    self.mesh = make_mesh(fsdp=1, devices=jax.devices()[:1])
+    pdt, dt, mdt = optimizer.precision_dtypes(precision)
+    self.cfg = cfg.replace(param_dtype=pdt, dtype=dt)
+    self.tx = optimizer.make_optimizer(optimizer.schedule(1e-4, 1e-5, 1000, 10), clip_norm=0.5, moment_dtype=mdt)
+    model = create_model(self.cfg, self.mesh, seed=0) if model is None else model
+    self.params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    self.param_sh = jax.tree.map(lambda x: x.sharding, self.params)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), self.params)
+    init, self.opt_sh = step_lib.compile_opt_init(self.tx, abstract, self.param_sh, self.mesh)
+    self.opt = init(self.params)
+
+  def alive(self) -> bool:
+    return not any(x.is_deleted() for x in self.jax.tree.leaves((self.params, self.opt)))
+
+  def time(self, batch_np, remat, packed, steps, warmup):
+    """(seconds per step list, seconds of the first step (compiles), loss of the first step)."""
+    jax = self.jax
+    from slm_jax.train.data import global_batch
+    graphdef = self.model_shardings(self.cfg.replace(remat=remat), self.mesh)[0]
+    fn = self.step_lib.jit_train_step(self.step_lib.make_train_step(graphdef, self.tx, packed=packed),
+                                      self.mesh, self.param_sh, self.opt_sh)
+    batch = global_batch(batch_np, self.mesh)
+    t = time.perf_counter()
+    self.params, self.opt, m = fn(self.params, self.opt, batch, 0)
+    first = float(m["loss"])
+    compile_s = time.perf_counter() - t
+    for i in range(warmup - 1):
+      self.params, self.opt, m = fn(self.params, self.opt, batch, i + 1)
+    jax.block_until_ready(m)
+    times = []
+    for i in range(steps):
+      t = time.perf_counter()
+      self.params, self.opt, m = fn(self.params, self.opt, batch, i + 1)
+      float(m["loss"])  # waits for the step
+      times.append(time.perf_counter() - t)
+    return times, compile_s, first
+
+
+def _torch_model(cfg):
+  import torch
+  from transformers import LlamaConfig, LlamaForCausalLM
+  torch.manual_seed(0)
+  torch.set_num_threads(os.cpu_count() or 1)
+  hf = LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+                   num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+                   num_key_value_heads=cfg.num_key_value_heads, head_dim=cfg.head_dim, rms_norm_eps=cfg.rms_norm_eps,
+                   rope_theta=cfg.rope_theta, tie_word_embeddings=True, max_position_embeddings=4096)
+  return LlamaForCausalLM(hf).float().train()
+
+
+def _torch_times(model, batch_np, steps, warmup):
+  import numpy as np
+  import torch
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+  ids = torch.from_numpy(np.asarray(batch_np["input_ids"])).long()
+  labels = torch.from_numpy(np.asarray(batch_np["targets"])).long()  # already the next tokens: no shift here
+
+  def step():
+    out = model(input_ids=ids)
+    logits = out.logits.float()
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+  first = step()
+  for _ in range(warmup - 1):
+    step()
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    loss = step()
+    times.append(time.perf_counter() - t)
+  return times, first
+
+
+def cpu_mode():
+  import jax
+  from slm_jax.train import flops
+  cfg = _cpu_config()
+  T = _SEQ.value or 1024
+  B = int((_BATCH.value or ["4"])[0])
+  steps = _STEPS.value or 2
+  dtype = _DTYPE.value or "float32"
+  tokens = B * T
+  batch = _batch(B, T, cfg.vocab_size)
+  fpt = flops.flops_per_token(cfg, T)
+  peak, src = flops.device_peak(dtype)
+  print(f"model: hidden 512, intermediate 1536, 8 layers, 8/4 heads, vocab {VOCAB}, tied; {cfg.num_params() / 1e6:.1f}M "
+        f"params; batch {B} x {T}, {dtype}; {fpt / 1e9:.3f} GFLOP/token; {jax.device_count()} device(s) "
+        f"{jax.devices()[0].device_kind}, {os.cpu_count()} cores; peak {peak / 1e9 if peak else float('nan'):.1f} "
+        f"GFLOP/s ({src})", flush=True)
+  shared = None
+  if _TORCH.value:  # the same weights in both: the first losses must agree
+    from slm_jax.checkpoint.hf_import import from_torch_state_dict
+    from slm_jax.sharding import make_mesh
+    tmodel = _torch_model(cfg)
+    shared = from_torch_state_dict(cfg.replace(dtype=dtype), tmodel.state_dict(),
+                                   make_mesh(fsdp=1, devices=jax.devices()[:1]))
+  js = JaxStep(cfg.replace(dtype=dtype), _PRECISION.value or ("fp32" if dtype == "float32" else "bf16"), shared)
+  del shared
+  jt, compile_s, jloss = js.time(batch, remat=False, packed=False, steps=steps, warmup=_WARMUP.value)
+  j_tps = tokens / statistics.median(jt)
+  mfu = j_tps * fpt / peak if peak else None
+  print(f"jax:   {j_tps:9.1f} tokens/s  step {statistics.median(jt):.3f} s (median of {steps}; compile "
+        f"{compile_s:.1f} s)  {j_tps * fpt / 1e9:.1f} GFLOP/s  MFU {100 * mfu:.1f}% of measured matmul peak  "
+        f"first loss {jloss:.5f}", flush=True)
+  del js
+  gc.collect()
+  result = {"jax_tokens_per_s": j_tps, "jax_step_s": statistics.median(jt), "jax_mfu": mfu,
+            "flops_per_token": fpt, "peak_flops": peak}
+  if _TORCH.value:
+    import torch
+    tt, tloss = _torch_times(tmodel, batch, steps, _WARMUP.value)
+    t_tps = tokens / statistics.median(tt)
+    print(f"torch: {t_tps:9.1f} tokens/s  step {statistics.median(tt):.3f} s (median of {steps}; torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads)  {t_tps * fpt / 1e9:.1f} GFLOP/s  "
+          f"first loss {tloss:.5f}", flush=True)
+    result.update(torch_tokens_per_s=t_tps, torch_step_s=statistics.median(tt), ratio=j_tps / t_tps,
+                  jax_first_loss=jloss, torch_first_loss=tloss)
+    print(f"ratio jax / torch: {j_tps / t_tps:.2f}", flush=True)
+  print(json.dumps(result), flush=True)
+
+
+def gpu_mode():
+  import jax
+  from slm_jax.model.config import preset
+  from slm_jax.train import flops
+  t0 = time.time()
+  T = _SEQ.value or 2048
+  dtype = _DTYPE.value or "bfloat16"
+  precision = _PRECISION.value or ("bf16" if dtype == "bfloat16" else "fp32")
+  batches = [int(b) for b in (_BATCH.value or ["4", "8", "16"])]
+  steps = _STEPS.value or 10
+  cfg = preset(_PRESET.value, attention_impl=_ATTN.value, dtype=dtype)
+  dev = jax.devices()[0]
+  fpt = flops.flops_per_token(cfg, T)
+  peak = flops.peak_flops(dev.device_kind, dtype)
+  print(f"{_PRESET.value}: {cfg.num_params() / 1e9:.3f}B params, seq {T}, {dtype} compute, precision {precision}, "
+        f"attention {_ATTN.value}; {fpt / 1e9:.2f} GFLOP/token; device {dev.device_kind} ({dev.platform}), "
+        f"peak {'unknown' if peak is None else f'{peak / 1e12:.0f} TFLOP/s'}; jax {jax.__version__}", flush=True)
+  js = JaxStep(cfg, precision)
+  print(f"params + AdamW state created in {time.time() - t0:.1f} s", flush=True)
+  results, fitted = [], set()
+
+  def run(b, remat, packed):
+    nonlocal js
+    name = f"batch {b:3d} remat {'on ' if remat else 'off'} {'packed' if packed else 'causal'}"
+    if time.time() - t0 > _MAX_S.value:
+      print(f"{name}: skipped (past --max_seconds={_MAX_S.value:.0f})", flush=True)
+      return
+    try:
+      if not js.alive():  # a failed step may have consumed the donated state
+        js = JaxStep(cfg, precision)
+      times, compile_s, loss = js.time(_batch(b, T, cfg.vocab_size, packed), remat, packed, steps, _WARMUP.value)
+      step_s = statistics.median(times)
+      tps = b * T / step_s
+      tflops = tps * fpt / 1e12
+      mfu = tps * fpt / peak if peak else None
+      results.append({"batch": b, "remat": remat, "packed": packed, "tokens_per_s": tps, "step_s": step_s,
+                      "tflops_per_device": tflops, "mfu": mfu, "compile_s": compile_s, "loss": loss})
+      fitted.add((b, packed))
+      print(f"{name}: {tps:9.0f} tokens/s  {tflops:6.1f} TFLOP/s  MFU "
+            f"{'unknown' if mfu is None else f'{100 * mfu:.1f}%'}  step {step_s * 1e3:.0f} ms  compile "
+            f"{compile_s:.0f} s  first loss {loss:.3f}", flush=True)
+    except Exception as e:  # OOM or a failed attention path: report and go on
+      msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+      print(f"{name}: FAILED {type(e).__name__}: {msg}", flush=True)
+      results.append({"batch": b, "remat": remat, "packed": packed, "error": f"{type(e).__name__}: {msg}"})
+    gc.collect()
+
+  remats = {"auto": [False, True], "on": [True], "off": [False]}[_REMAT.value]
+  first = [False] if _PACKED.value != "on" else [True]
+  for packed in first:  # every batch size without remat, then with remat those that did not fit
+    for remat in remats:
+      for b in batches:
+        if not (remat and _REMAT.value == "auto" and (b, packed) in fitted):
+          run(b, remat, packed)
+  if _PACKED.value == "both":  # packed rows (masked attention) at the best causal setting
+    done = [r for r in results if "tokens_per_s" in r]
+    if done:
+      top = max(done, key=lambda r: r["tokens_per_s"])
+      run(top["batch"], top["remat"], True)
+  ok = [r for r in results if "tokens_per_s" in r]
+  best = max(ok, key=lambda r: r["tokens_per_s"]) if ok else None
+  best_causal = max((r for r in ok if not r["packed"]), key=lambda r: r["tokens_per_s"], default=None)
+  best_packed = max((r for r in ok if r["packed"]), key=lambda r: r["tokens_per_s"], default=None)
+  print(json.dumps({"preset": _PRESET.value, "device": dev.device_kind, "seq_len": T, "dtype": dtype,
+                    "precision": precision, "attention_impl": _ATTN.value, "flops_per_token": fpt,
+                    "peak_flops": peak, "best": best, "best_causal": best_causal, "best_packed": best_packed,
+                    "all": results, "seconds": time.time() - t0}), flush=True)
+
+
+def main(argv):
+  del argv
+  if _PRESET.value:
+    gpu_mode()
+  else:
+    cpu_mode()
+
+
+if __name__ == "__main__":
+  app.run(main)
