@@ -290,6 +290,8 @@ def test_errors(tmp_path, llama_units, llama3_tokenizer_dir, smollm2_dir):
   with pytest.raises(VocabMismatch, match="vocab_layout.base_size: checkpoint has 128256, expected 49152"):
     convert_orbax_to_hf(str(ck), str(tmp_path / "o"), tokenizer_dir=str(tmp_path / "other_tok"), print_fn=QUIET)
   assert not os.path.exists(tmp_path / "o")
+  with pytest.raises(ValueError, match="never written"):
+    convert_orbax_to_hf(str(ck), str(tmp_path / "o"), dtype="float16", print_fn=QUIET)
   with pytest.raises(OutputExists):
     convert_hf_to_orbax(str(src), str(ck), print_fn=QUIET)
   # the command-line tools say so without a traceback

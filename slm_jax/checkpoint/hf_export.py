@@ -2,7 +2,8 @@
 
 Writes safetensors shards of at most 5 GB (+ index), config.json (`ModelConfig.to_hf_dict`, vocab_size = the
 logical vocabulary, padding rows removed), generation_config.json and the extended tokenizer. bf16 by default,
-float32 on request, never fp16. Tensors are fetched from the model one at a time.
+float32 on request, never fp16. Tensors are fetched one at a time: from an Orbax checkpoint by partial
+restore (no model is built, host memory holds one tensor), or gathered from an in-memory model.
 """
 from __future__ import annotations
 
@@ -15,15 +16,17 @@ from typing import Callable
 import jax
 import ml_dtypes
 import numpy as np
-from jax.sharding import Mesh
+import orbax.checkpoint as ocp
 
-from slm_jax import sharding
 from slm_jax.checkpoint import orbax_io
+from slm_jax.checkpoint.hf_import import ShapeMismatch
+from slm_jax.checkpoint.hf_source import EMBED, HEAD
 from slm_jax.checkpoint.hf_to_orbax import DTYPES, Progress, VocabMismatch
 from slm_jax.checkpoint.safetensors_io import MAX_SHARD_BYTES, write_sharded
 from slm_jax.checkpoint.staging import check_output, staged_output
 from slm_jax.checkpoint.weight_map import flat_params, to_hf_name
 from slm_jax.model.config import ModelConfig
+from slm_jax.model.create import abstract_model
 from slm_jax.vocab import VocabLayout, extend_tokenizer, unit_token
 
 _NP_DTYPES = {"bfloat16": np.dtype(ml_dtypes.bfloat16), "float32": np.dtype(np.float32)}
@@ -37,15 +40,18 @@ def _hf_order(name: str):
   return (0 if "embed_tokens" in name else 2 if name.startswith("model.") else 3, 0, name)
 
 
-def hf_tensors(model, cfg: ModelConfig, dtype: str) -> tuple[list[tuple[str, tuple, np.dtype]], Callable]:
-  """(specs [(HF name, HF shape, dtype)] in HF order, get(HF name) -> host array) for one model."""
+def hf_tensors(shapes: dict[str, tuple], fetch: Callable[[str], np.ndarray], cfg: ModelConfig,
+               dtype: str) -> tuple[list[tuple[str, tuple, np.dtype]], Callable]:
+  """(specs [(HF name, HF shape, dtype)] in HF order, get(HF name) -> host array in HF layout).
+
+  shapes: {our path: shape}; fetch(our path) -> that parameter as a host array (fetched when written).
+  """
   npdt = _NP_DTYPES[dtype]
-  params = flat_params(model)
   by_name, specs = {}, []
-  for path, arr in params.items():
+  for path, shape in shapes.items():
     name, transpose = to_hf_name(path)
-    shape = tuple(arr.shape[::-1] if transpose else arr.shape)
-    if name in ("model.embed_tokens.weight", "lm_head.weight"):
+    shape = tuple(shape[::-1] if transpose else shape)
+    if name in (EMBED, HEAD):
       shape = (cfg.vocab_size,) + shape[1:]
     by_name[name] = (path, transpose)
     specs.append((name, shape, npdt))
@@ -53,13 +59,56 @@ def hf_tensors(model, cfg: ModelConfig, dtype: str) -> tuple[list[tuple[str, tup
 
   def get(name: str) -> np.ndarray:
     path, transpose = by_name[name]
-    x = np.asarray(jax.device_get(params[path]))
+    x = fetch(path)
     if transpose:
       x = x.T
-    if name in ("model.embed_tokens.weight", "lm_head.weight"):
-      x = x[:cfg.vocab_size]
+    if name in (EMBED, HEAD):
+      x = x[:cfg.vocab_size]  # padding rows removed
     return np.ascontiguousarray(x.astype(npdt, copy=False))
   return specs, get
+
+
+class CheckpointParams:
+  """The parameters of one Orbax checkpoint step, read one at a time as numpy (partial restore): no model,
+  no devices, host memory of one tensor."""
+
+  def __init__(self, directory: str, step: int):
+    self.step = step
+    self.mngr = ocp.CheckpointManager(os.path.abspath(directory), item_handlers={
+        orbax_io.PARAMS: ocp.PyTreeCheckpointHandler(), orbax_io.META: ocp.JsonCheckpointHandler()})
+    tree = self.mngr.item_metadata(step)[orbax_io.PARAMS]
+    tree = getattr(tree, "tree", tree)
+    self.keys, self.shapes = {}, {}
+    for kp, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+      keys = tuple(getattr(k, "key", getattr(k, "idx", k)) for k in kp)
+      name = ".".join(map(str, keys))
+      self.keys[name], self.shapes[name] = keys, tuple(leaf.shape)
+
+  def get(self, name: str) -> np.ndarray:
+    keys = self.keys[name]
+
+    def nest(leaf):
+      for k in reversed(keys):
+        leaf = {k: leaf}
+      return leaf
+    args = ocp.args.PyTreeRestore(item=nest(0), restore_args=nest(ocp.RestoreArgs(restore_type=np.ndarray)),
+                                  partial_restore=True)
+    out = self.mngr.restore(self.step, args=ocp.args.Composite(**{orbax_io.PARAMS: args}))[orbax_io.PARAMS]
+    for k in keys:
+      out = out[k]
+    return out
+
+  def close(self):
+    self.mngr.close()
+
+
+def check_shapes(shapes: dict[str, tuple], cfg: ModelConfig, where: str) -> None:
+  """The checkpoint's parameters are exactly those of the model its metadata describes."""
+  expected = {k: tuple(v.shape) for k, v in flat_params(abstract_model(cfg)).items()}
+  lines = [f"  {k}: checkpoint {shapes.get(k, '<absent>')}, metadata implies {expected.get(k, '<absent>')}"
+           for k in sorted(set(shapes) | set(expected)) if shapes.get(k) != expected.get(k)]
+  if lines:
+    raise ShapeMismatch(f"{where}: parameters do not match the model config in its metadata:\n" + "\n".join(lines))
 
 
 def check_tokenizer(tokenizer, meta: dict, cfg: ModelConfig, where: str) -> VocabLayout | None:
@@ -94,18 +143,17 @@ def hf_config_dicts(cfg: ModelConfig, dtype: str) -> tuple[dict, dict]:
   return config, gen
 
 
-def export_hf(model, meta: dict, tokenizer, out_dir: str, dtype: str = "bfloat16",
-              max_shard_bytes: int = MAX_SHARD_BYTES, progress: Callable[[str], None] | None = None,
-              tokenizer_files: str | None = None) -> list[str]:
-  """Writes the HF folder `out_dir` (which must be empty or new); returns the safetensors file names.
+def write_hf(out_dir: str, cfg: ModelConfig, shapes: dict[str, tuple], fetch: Callable[[str], np.ndarray],
+             tokenizer, dtype: str = "bfloat16", max_shard_bytes: int = MAX_SHARD_BYTES,
+             progress: Callable[[str], None] | None = None, tokenizer_files: str | None = None) -> list[str]:
+  """Writes the HF folder `out_dir` (new or empty) from parameters fetched one at a time; returns the shards.
 
   The tokenizer is written with `save_pretrained`, or its files are copied verbatim from `tokenizer_files`
   (the checkpoint's own tokenizer folder).
   """
   if dtype not in DTYPES:
     raise ValueError(f"dtype {dtype!r} is not one of {DTYPES} (fp16 is never written)")
-  cfg = model.cfg
-  specs, get = hf_tensors(model, cfg, dtype)
+  specs, get = hf_tensors(shapes, fetch, cfg, dtype)
   files = write_sharded(out_dir, specs, get, max_shard_bytes, progress)
   config, gen = hf_config_dicts(cfg, dtype)
   for fname, d in (("config.json", config), ("generation_config.json", gen)):
@@ -120,8 +168,16 @@ def export_hf(model, meta: dict, tokenizer, out_dir: str, dtype: str = "bfloat16
   return files
 
 
+def export_hf(model, tokenizer, out_dir: str, dtype: str = "bfloat16", max_shard_bytes: int = MAX_SHARD_BYTES,
+              progress: Callable[[str], None] | None = None) -> list[str]:
+  """An in-memory (sharded) model -> HF folder `out_dir`, one tensor gathered to the host at a time."""
+  params = flat_params(model)
+  return write_hf(out_dir, model.cfg, {k: tuple(v.shape) for k, v in params.items()},
+                  lambda path: np.asarray(jax.device_get(params[path])), tokenizer, dtype, max_shard_bytes, progress)
+
+
 def convert_orbax_to_hf(ckpt_dir: str, out_dir: str, step: int | None = None, dtype: str = "bfloat16",
-                        tokenizer_dir: str | None = None, mesh: Mesh | None = None, overwrite: bool = False,
+                        tokenizer_dir: str | None = None, overwrite: bool = False,
                         max_shard_bytes: int = MAX_SHARD_BYTES, print_fn=print) -> list[str]:
   """Orbax checkpoint (latest step unless `step`) -> HF folder, written atomically. Returns the shard names."""
   from transformers import AutoTokenizer
@@ -143,11 +199,14 @@ def convert_orbax_to_hf(ckpt_dir: str, out_dir: str, step: int | None = None, dt
     except FileNotFoundError as e:
       raise FileNotFoundError(f"{e}: this checkpoint carries no tokenizer; pass --tokenizer_dir") from e
   check_tokenizer(tokenizer, meta, cfg, where)
-  print_fn(f"restoring {where}")
-  model, meta, step = orbax_io.load_model(ckpt_dir, mesh if mesh is not None else sharding.make_mesh(), step)
-  print_fn(f"writing {dtype} safetensors to {out_dir}")
-  with staged_output(out_dir, overwrite) as tmp:
-    files = export_hf(model, meta, tokenizer, tmp, dtype, max_shard_bytes,
-                      Progress(len(flat_params(model)), print_fn), tokenizer_files=files_dir)
+  params = CheckpointParams(ckpt_dir, step)
+  try:
+    check_shapes(params.shapes, cfg, where)
+    print_fn(f"writing {dtype} safetensors to {out_dir} (streaming from {where})")
+    with staged_output(out_dir, overwrite) as tmp:
+      files = write_hf(tmp, cfg, params.shapes, params.get, tokenizer, dtype, max_shard_bytes,
+                       Progress(len(params.shapes), print_fn), tokenizer_files=files_dir)
+  finally:
+    params.close()
   print_fn(f"done: {len(files)} safetensors file(s), vocab {cfg.vocab_size}")
   return files

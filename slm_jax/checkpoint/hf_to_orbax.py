@@ -11,7 +11,6 @@ import os
 import time
 from typing import Callable
 
-import numpy as np
 from jax.sharding import Mesh
 
 from slm_jax import sharding
@@ -31,11 +30,6 @@ _IGNORED = ("rotary_emb.inv_freq",)
 
 class VocabMismatch(ValueError):
   pass
-
-
-class MissingTensor(KeyError):
-  def __str__(self):
-    return str(self.args[0])
 
 
 def load_tokenizer(hf_dir: str, src: HFSource, tokenizer_dir: str | None):
@@ -167,8 +161,9 @@ def convert_hf_to_orbax(hf_dir: str, out_dir: str, num_units: int = 500, dtype: 
     raise FileNotFoundError(f"Hugging Face folder {hf_dir} does not exist")
   model, meta, tokenizer = import_hf(hf_dir, mesh, num_units, dtype, tokenizer_dir, seed, Progress(None, print_fn))
   print_fn(f"writing Orbax checkpoint to {out_dir}")
-  with staged_output(out_dir, overwrite) as tmp:
-    orbax_io.save_model(tmp, model, meta, step=0, tokenizer=tokenizer)
+  largest = max(x.size * x.dtype.itemsize for x in flat_params(model).values())
+  with staged_output(out_dir, overwrite) as tmp:  # Orbax writes at most ~the largest tensor at a time
+    orbax_io.save_model(tmp, model, meta, step=0, tokenizer=tokenizer, concurrent_gb=largest * 1.01 / 1e9 + 1e-3)
   layout = meta["vocab_layout"]
   print_fn(f"done: {meta['model_config']['arch']} vocab {meta['model_config']['vocab_size']} "
            f"(base {layout['base_size']} + {layout['num_units']} units"

@@ -67,9 +67,16 @@ def params_pure(model: nnx.Module) -> dict:
   return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
-def save_model(directory: str, model, meta: dict, step: int = 0, tokenizer=None) -> None:
-  """Writes params + meta as step `step` (atomic: Orbax renames a finished temporary folder)."""
-  mngr = manager(directory)
+def save_model(directory: str, model, meta: dict, step: int = 0, tokenizer=None,
+               concurrent_gb: float | None = None) -> None:
+  """Writes params + meta as step `step` (atomic: Orbax renames a finished temporary folder).
+
+  `concurrent_gb` caps the bytes Orbax writes at once (it must exceed the largest parameter); without it
+  Orbax encodes every parameter at once, doubling host memory on CPU.
+  """
+  handlers = None if concurrent_gb is None else {
+      PARAMS: ocp.StandardCheckpointHandler(save_concurrent_gb=concurrent_gb), META: ocp.JsonCheckpointHandler()}
+  mngr = ocp.CheckpointManager(os.path.abspath(directory), item_handlers=handlers)
   mngr.save(step, args=ocp.args.Composite(**{PARAMS: ocp.args.StandardSave(params_pure(model)),
                                             META: ocp.args.JsonSave(meta)}))
   mngr.wait_until_finished()
