@@ -139,6 +139,9 @@ def check_tokenizer(tokenizer, meta: dict, cfg: ModelConfig, where: str) -> Voca
 def hf_config_dicts(cfg: ModelConfig, dtype: str) -> tuple[dict, dict]:
   """(config.json, generation_config.json) dicts."""
   config = cfg.to_hf_dict(dtype)
+  # transformers 4.x (slamkit's) reads rope and dtype from these top-level keys; 5.x accepts them alongside
+  rope = {k: v for k, v in config["rope_parameters"].items() if k != "rope_theta"}
+  config.update(rope_theta=cfg.rope_theta, rope_scaling=rope if cfg.rope_scaling else None, torch_dtype=dtype)
   gen = {"_from_model_config": True, "bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id}
   return config, gen
 
