@@ -23,6 +23,8 @@ flags.DEFINE_string("hf_dir", None, "Use this HF Llama/Qwen2 folder (fp32) inste
 flags.DEFINE_integer("threads", 0, "torch threads (0: torch's default, all cores).")
 flags.DEFINE_integer("torch_batch", 32, "torch scoring batch size.")
 flags.DEFINE_integer("tokens_per_batch", 8192, "Our scoring tokens per step.")
+flags.DEFINE_integer("max_buckets", 4, "Our length buckets (one compile each).")
+flags.DEFINE_integer("granule", 8, "Our bucket lengths are multiples of this.")
 flags.DEFINE_integer("gen_batch", 8, "Prompts generated together.")
 flags.DEFINE_integer("gen_new", 150, "New tokens per prompt.")
 flags.DEFINE_integer("seed", 0, "Data / weights seed.")
@@ -103,7 +105,8 @@ def main(argv):
   print(json.dumps(info))
 
   # ---- scoring
-  scorer = Scorer(model, mesh, tokens_per_batch=FLAGS.tokens_per_batch)
+  scorer = Scorer(model, mesh, tokens_per_batch=FLAGS.tokens_per_batch, max_buckets=FLAGS.max_buckets,
+                  granule=FLAGS.granule)
   t = time.perf_counter(); ours = scorer.score(seqs); cold = time.perf_counter() - t
   t = time.perf_counter(); ours = scorer.score(seqs); warm = time.perf_counter() - t
   file_order = list(range(len(seqs)))

@@ -114,7 +114,11 @@ class Scorer:
     self._no_ban = jnp.zeros((self.cfg.padded_vocab_size,), bool)
 
   def _batch_size(self, length: int, n_items: int) -> int:
-    b = max(1, min(self.tokens_per_batch // length, self.max_batch, n_items))
+    """Rows per step: within tokens_per_batch, the bucket's items spread evenly over its steps (few dummy
+    rows), a multiple of the batch shards."""
+    most = max(1, min(self.tokens_per_batch // length, self.max_batch))
+    steps = -(-n_items // most)
+    b = -(-n_items // steps)
     return -(-b // self.shards) * self.shards
 
   def score(self, seqs: Sequence[np.ndarray], reduce: str = "mean", banned: np.ndarray | None = None,
