@@ -68,13 +68,13 @@ class HubertEncoder:
     x = jax.device_put(batch, self._row_sharding)
     run = functools.partial(_forward, self.graphdef, self.dtype, self.layer, self.state, x)
     if self.slamkit_padding:
-      feats, frames = run(None)
-      t = int(frames[0])
-      return feats, np.ceil(lens / lens.max() * t).astype(np.int64)
+      feats, _ = run(None)
+      return feats, np.ceil(lens / lens.max() * feats.shape[1]).astype(np.int64)
     valid = np.full(rows, width, np.int32)  # filler rows count as fully valid (no empty softmax)
     valid[:n] = lens + 2 * pad
-    feats, frames = run(jax.device_put(valid, self._row_sharding))
-    return feats, np.asarray(frames)[:n]
+    feats, _ = run(jax.device_put(valid, self._row_sharding))
+    # frame counts from the host formula (same values as the model's), so nothing waits for the device here
+    return feats, audio_lib.conv_out_length(lens + 2 * pad, *self.cfg.conv)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))

@@ -49,11 +49,21 @@ class Stats:
     return self.audio_seconds / max(self.wall_seconds, 1e-9)
 
 
+def dispatch_batch(encoder: Encoder, centroids, wavs: list[np.ndarray]):
+  """Starts encoder + k-means on the device and returns at once (JAX dispatch is asynchronous)."""
+  feats, lengths = encoder.encode_batch(wavs)
+  return kmeans_lib.assign(feats, centroids), lengths
+
+
+def fetch_batch(pending) -> list[np.ndarray]:
+  units, lengths = pending
+  units = np.asarray(units)  # waits for the device
+  return [units[i, :int(n)] for i, n in enumerate(lengths)]
+
+
 def units_for_batch(encoder: Encoder, centroids, wavs: list[np.ndarray]) -> list[np.ndarray]:
   """Frame units [T_i] for each waveform (before deduplication)."""
-  feats, lengths = encoder.encode_batch(wavs)
-  units = np.asarray(kmeans_lib.assign(feats, centroids))
-  return [units[i, :int(n)] for i, n in enumerate(lengths)]
+  return fetch_batch(dispatch_batch(encoder, centroids, wavs))
 
 
 def shard_path(out: str, index: int, count: int) -> str:
@@ -127,6 +137,21 @@ def extract_files(paths: Sequence[str], encoder: Encoder, centroids: np.ndarray,
   os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
   bar = _progress(len(todo), progress)
   t0 = time.perf_counter()
+  in_flight = None  # (paths, seconds, dispatched units): written once the next batch is on its way
+
+  def finish(job):
+    paths, seconds, pending = job
+    lines = [json.dumps(dedup_lib.features_record(u, file_name(p))) + "\n"
+             for p, u in zip(paths, fetch_batch(pending))]
+    out.write("".join(lines))
+    out.flush()
+    stats.files += len(paths)
+    stats.audio_seconds += seconds
+    stats.wall_seconds = time.perf_counter() - t0
+    if bar is not None:
+      bar.update(len(paths))
+      bar.set_postfix_str(f"{stats.rtf:.1f}x real time, {len(stats.bad)} unreadable")
+
   with open(out_path, "a", encoding="utf-8") as out, \
       concurrent.futures.ThreadPoolExecutor(max(1, loader_threads)) as pool:
     pending = [pool.submit(_load_batch, [todo[i] for i in b], sample_rate) for b in batches[:2]]
@@ -141,17 +166,17 @@ def extract_files(paths: Sequence[str], encoder: Encoder, centroids: np.ndarray,
             raise audio_lib.AudioError(err)
           log.warning("skipped: %s", err)
           stats.bad.append((p, err))
+          if bar is not None:
+            bar.update(1)
+      job = None
       if good:
-        frame_units = units_for_batch(encoder, centroids_dev, [w for _, w in good])
-        lines = [json.dumps(dedup_lib.features_record(u, file_name(p))) + "\n" for (p, _), u in zip(good, frame_units)]
-        out.write("".join(lines))
-        out.flush()
-      stats.files += len(good)
-      stats.audio_seconds += sum(len(w) for _, w in good) / sample_rate
-      stats.wall_seconds = time.perf_counter() - t0
-      if bar is not None:
-        bar.update(len(loaded))
-        bar.set_postfix_str(f"{stats.rtf:.1f}x real time, {len(stats.bad)} unreadable")
+        job = ([p for p, _ in good], sum(len(w) for _, w in good) / sample_rate,
+               dispatch_batch(encoder, centroids_dev, [w for _, w in good]))
+      if in_flight is not None:
+        finish(in_flight)
+      in_flight = job
+    if in_flight is not None:
+      finish(in_flight)
   if bar is not None:
     bar.close()
   stats.wall_seconds = time.perf_counter() - t0
