@@ -31,11 +31,11 @@ def get_config(arg: str | None = None):
   c.optim.min_lr = 3e-4
   c.optim.warmup_frac = 0.05
   c.loss_chunk = 128                        # [8, 128, 128768] fp32 logits at a time
-  c.total_steps = 100                       # ~200k label tokens; the 128k-row output head dominates the FLOPs
+  c.total_steps = 60                        # ~120k label tokens; the 128k-row output head dominates the FLOPs
   c.log_every = 10
-  c.eval_every = 50
+  c.eval_every = 30
   c.eval_batches = 4
-  c.checkpoint_every = 50
+  c.checkpoint_every = 30
   c.keep_last = 2
   if arg in ("synthetic", "tiny"):
     c.data.kind = "synthetic"

@@ -40,6 +40,12 @@ def global_batch(host_batch: dict, mesh: Mesh) -> dict:
   return {k: jax.make_array_from_process_local_data(sh, np.asarray(host_batch[k])) for k in BATCH_KEYS}
 
 
+def empty_batch(rows: int, seq_len: int) -> dict:
+  """A batch with no tokens and no labels (segment 0, mask 0)."""
+  dtypes = {"loss_mask": np.float32, "kind": np.int8}
+  return {k: np.zeros((rows, seq_len), dtypes.get(k, np.int32)) for k in BATCH_KEYS}
+
+
 def _as_bytes(state) -> bytes:
   if isinstance(state, bytes):
     return state

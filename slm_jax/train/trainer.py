@@ -60,14 +60,16 @@ def plan_steps(config) -> tuple[int, int]:
 
 
 class _SignalFlag:
-  """Sets a flag on SIGTERM (main thread only); restored on exit."""
+  """Sets a flag on SIGTERM (one process, main thread only); restored on exit. With several processes the
+  jax.distributed preemption service owns SIGTERM and `Checkpointer.reached_preemption` reports it."""
 
-  def __init__(self):
+  def __init__(self, enabled: bool):
+    self.enabled = enabled
     self.raised = False
     self.previous = None
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+    if self.enabled and threading.current_thread() is threading.main_thread():
       self.previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
@@ -78,6 +80,14 @@ class _SignalFlag:
   def __exit__(self, *exc):
     if self.previous is not None:
       signal.signal(signal.SIGTERM, self.previous)
+
+
+def _agree(flag: bool) -> bool:
+  """Process 0's decision on every process (host-local conditions must not split a multi-host run)."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
 
 
 def _log(msg: str, *args) -> None:
@@ -175,10 +185,18 @@ def train(config, workdir: str) -> dict:
     saved.add(at_step)
 
   def evaluate() -> dict:
+    """Token-mean validation loss over up to eval_batches batches (one pass of the validation split)."""
     it = data_lib.make_iterator(config, layout, tokenizer, "validation", num_epochs=1)
     total = None
-    for i, b in enumerate(it):
-      if i >= config.eval_batches:
+    for _ in range(config.eval_batches):
+      b = next(it, None)
+      if jax.process_count() > 1:  # hosts may hold different numbers of batches: pad with empty ones
+        from jax.experimental import multihost_utils
+        if not np.asarray(multihost_utils.process_allgather(np.int32(b is not None))).any():
+          break
+        if b is None:
+          b = data_lib.empty_batch(config.global_batch_size // jax.process_count(), config.seq_len)
+      elif b is None:
         break
       out = eval_fn(params, data_lib.global_batch(b, mesh))
       total = out if total is None else jax.tree.map(lambda a, c: a + c, total, out)
@@ -200,18 +218,21 @@ def train(config, workdir: str) -> dict:
     batch = next(train_it)
   except StopIteration:
     batch = None
-  with _SignalFlag() as sig:
+  multi = jax.process_count() > 1
+  finite_data = config.data.num_epochs is not None
+  with _SignalFlag(enabled=not multi) as sig:
     while True:
-      # ---- run control (before dispatching the next step)
+      # ---- run control (before dispatching the next step); every process takes the same decision
+      wall = config.max_wall_s > 0 and (not multi or step % config.log_every == 0)
       if step_limit and step >= step_limit:
         status = "total_steps"
       elif config.token_budget > 0 and tokens_seen >= config.token_budget:
-        status = "token_budget"
-      elif config.max_wall_s > 0 and time.time() - t_start >= config.max_wall_s:
+        status = "token_budget"  # tokens_seen is the global count: the same everywhere
+      elif wall and _agree(time.time() - t_start >= config.max_wall_s):
         status = "wall_clock"
-      elif sig.raised or (jax.process_count() > 1 and ckpt.reached_preemption(step)):
+      elif sig.raised or (multi and ckpt.reached_preemption(step)):
         status = "preempted"
-      elif batch is None:
+      elif (_agree(batch is None) if multi and finite_data else batch is None):
         status = "data_exhausted"
       if status:
         break
