@@ -93,7 +93,11 @@ def llama_bpe_golden() -> list[tuple[str, list[int]]]:
             with t.extractfile(m) as src, open(os.path.join(stage, f"vocab.{ext}"), "wb") as dst:
               dst.write(src.read())
     os.replace(stage, out)
-  inp = open(os.path.join(out, "vocab.inp"), encoding="utf-8").read().split("\n__ggml_vocab_test__\n")
+  sep = "\n__ggml_vocab_test__\n"
+  raw = open(os.path.join(out, "vocab.inp"), encoding="utf-8").read()
+  inp = raw.split(sep)
+  if raw.endswith(sep):  # the file ends with a separator: the empty piece after it is not a case
+    inp = inp[:-1]
   outs = open(os.path.join(out, "vocab.out"), encoding="utf-8").read().split("\n")
   return [(text, [int(x) for x in ids.split()]) for text, ids in zip(inp, outs)]
 
