@@ -142,6 +142,34 @@ def test_schedule_warmup_cosine_to_minimum():
   assert optimizer.warmup_steps(17625, 0.01, 100) == 177 and optimizer.warmup_steps(5000, 0.01, 100) == 100
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fused_loss_gradient_equals_autodiff_of_token_logprobs(dtype):
+  """Untied head (qwen2), masked labels, T not a multiple of the chunk: value and every gradient."""
+  from slm_jax.train.loss import fused_nll_sum, token_logprobs
+  cfg = preset("tiny-qwen2", vocab_size=300, dtype=dtype)
+  graphdef, state = nnx.split(create_model(cfg, make_mesh(fsdp=1, devices=jax.devices()[:1]), seed=1))
+  p = nnx.to_pure_dict(state)
+  rng = np.random.default_rng(0)
+  ids, tg = (jnp.asarray(rng.integers(0, 300, (2, 40))) for _ in range(2))
+  mask = jnp.asarray((rng.random((2, 40)) < 0.8).astype(np.float32))
+
+  def ref(p):
+    m = nnx.merge(graphdef, p)
+    return -(token_logprobs(m, m(ids), tg, chunk_size=16) * mask).sum()
+
+  def fused(p):
+    m = nnx.merge(graphdef, p)
+    return fused_nll_sum(m, m(ids), tg, mask, chunk_size=16)[0]
+
+  a, ga = jax.jit(jax.value_and_grad(ref))(p)
+  b, gb = jax.jit(jax.value_and_grad(fused))(p)
+  tol = 1e-6 if dtype == "float32" else 2e-2
+  np.testing.assert_allclose(float(b), float(a), rtol=tol)
+  for x, y in zip(jax.tree.leaves(gb), jax.tree.leaves(ga)):
+    scale = float(jnp.abs(y).max()) + 1e-12
+    assert float(jnp.abs(x - y).max()) <= tol * 10 * scale
+
+
 def test_flops_llama3_2_3b_hand_count():
   cfg = preset("llama3.2-3b")
   T = 2048

@@ -38,6 +38,9 @@ _STEPS = flags.DEFINE_integer("steps", None, "Timed steps per setting (default 2
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps, the first (compiling) one included.")
 _MAX_S = flags.DEFINE_float("max_seconds", 420.0, "GPU: stop trying new settings after this many seconds.")
 _TORCH = flags.DEFINE_bool("torch", True, "CPU mode: also time transformers + torch.")
+_CHUNK = flags.DEFINE_integer("loss_chunk", None, "Sequence positions per chunk of fp32 logits (default 128 CPU: "
+                              "[4, 512, 128768] fp32 chunks fall out of cache there; 512 GPU).")
+_FUSED = flags.DEFINE_bool("fused_loss", True, "Loss gradient formed in the forward pass (no logits recompute).")
 
 VOCAB = 128758
 
@@ -73,6 +76,7 @@ class JaxStep:
     from slm_jax.sharding import make_mesh
     from slm_jax.train import optimizer, step as step_lib
     self.jax, self.nnx, self.step_lib, self.model_shardings = jax, nnx, step_lib, model_shardings
+    self.loss_chunk = _CHUNK.value or (128 if jax.default_backend() == "cpu" else 512)
     self.mesh = make_mesh(fsdp=1, devices=jax.devices()[:1])
     pdt, dt, mdt = optimizer.precision_dtypes(precision)
     self.cfg = cfg.replace(param_dtype=pdt, dtype=dt)
@@ -92,7 +96,9 @@ class JaxStep:
     jax = self.jax
     from slm_jax.train.data import global_batch
     graphdef = self.model_shardings(self.cfg.replace(remat=remat), self.mesh)[0]
-    fn = self.step_lib.jit_train_step(self.step_lib.make_train_step(graphdef, self.tx, packed=packed),
+    fn = self.step_lib.jit_train_step(self.step_lib.make_train_step(graphdef, self.tx, packed=packed,
+                                                                    fused_loss=_FUSED.value,
+                                                                    loss_chunk=self.loss_chunk),
                                       self.mesh, self.param_sh, self.opt_sh)
     batch = global_batch(batch_np, self.mesh)
     t = time.perf_counter()

@@ -59,7 +59,7 @@ def peak_flops(device_kind: str, dtype: str = "bfloat16") -> float | None:
   return None
 
 
-def measure_matmul_flops(n: int = 1024, dtype: str = "float32", repeats: int = 3) -> float:
+def measure_matmul_flops(n: int = 2048, dtype: str = "float32", repeats: int = 3) -> float:
   """Measured FLOP/s of an n^3 matmul on the default device (used as the CPU 'peak')."""
   import jax
   import jax.numpy as jnp

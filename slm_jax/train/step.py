@@ -17,25 +17,30 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from slm_jax.sharding import constrain, logical_to_spec
-from slm_jax.train.loss import kind_nll_sums, token_logprobs
+from slm_jax.train.loss import fused_nll_sum, kind_nll_sums, token_logprobs
 
 BATCH_KEYS = ("input_ids", "targets", "loss_mask", "segment_ids", "positions", "kind")
 
 
-def _sums(graphdef, params, mb, loss_chunk: int, packed: bool = True):
+def _sums(graphdef, params, mb, loss_chunk: int, packed: bool = True, fused: bool = False):
   """(nll sum, count, per-kind nll sums [3], per-kind counts [3]) of one micro-batch.
 
   packed=False ignores segment ids and positions: every row is one causal document (benchmarks).
+  fused=True takes the sum from `loss.fused_nll_sum` (gradient formed in the forward pass, training only).
   """
   model = nnx.merge(graphdef, params)
   if packed:
     hidden = model(mb["input_ids"], mb["positions"], mb["segment_ids"])
   else:
     hidden = model(mb["input_ids"])
-  lp = token_logprobs(model, hidden, mb["targets"], chunk_size=loss_chunk)
   m = mb["loss_mask"].astype(jnp.float32)
-  nll_sum = jnp.where(m > 0, -lp, 0.0).sum()
-  kind_sum, kind_count = kind_nll_sums(lp, m, mb["kind"])
+  if fused:
+    nll_sum, nll = fused_nll_sum(model, hidden, mb["targets"], m, chunk_size=loss_chunk)
+    lp = -nll
+  else:
+    lp = token_logprobs(model, hidden, mb["targets"], chunk_size=loss_chunk)
+    nll_sum = jnp.where(m > 0, -lp, 0.0).sum()
+  kind_sum, kind_count = kind_nll_sums(jax.lax.stop_gradient(lp), m, mb["kind"])
   return nll_sum, m.sum(), kind_sum, kind_count
 
 
@@ -56,9 +61,12 @@ def global_norm(tree) -> jax.Array:
 
 
 def make_train_step(graphdef, tx: optax.GradientTransformation, lr_fn: Callable | None = None, *,
-                    micro_batches: int = 1, loss_chunk: int = 512, nan_at_step: int = 0, packed: bool = True):
+                    micro_batches: int = 1, loss_chunk: int = 512, nan_at_step: int = 0, packed: bool = True,
+                    fused_loss: bool = True):
   """step(params, opt_state, batch, step) -> (params, opt_state, metrics). Pure; jit it with `jit_train_step`.
 
+  fused_loss: take the loss gradient from `loss.fused_nll_sum` (no logits recomputation in the backward pass);
+  False differentiates through `loss.token_logprobs` instead (same values, more FLOPs).
   `nan_at_step` > 0 plants a NaN in the loss of that (1-based) step, to test the non-finite stop.
   """
 
@@ -68,7 +76,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, lr_fn: Callable 
     scale = 1.0 / tokens  # static normaliser keeps summed gradients in range; the true count is divided later
 
     def loss_fn(p, mb):
-      nll_sum, count, ks, kc = _sums(graphdef, p, mb, loss_chunk, packed)
+      nll_sum, count, ks, kc = _sums(graphdef, p, mb, loss_chunk, packed, fused_loss)
       if nan_at_step > 0:
         nll_sum = nll_sum * jnp.where(step_no + 1 == nan_at_step, jnp.nan, 1.0)
       return nll_sum * scale, (nll_sum, count, ks, kc)

@@ -140,7 +140,8 @@ def train(config, workdir: str) -> dict:
   abstract_opt = abstract_like(jax.eval_shape(tx.init, abstract_params), opt_sh)
   train_fn = step_lib.jit_train_step(
       step_lib.make_train_step(graphdef, tx, lr_fn, micro_batches=config.micro_batches,
-                               loss_chunk=config.loss_chunk, nan_at_step=config.inject_nan_at_step),
+                               loss_chunk=config.loss_chunk, nan_at_step=config.inject_nan_at_step,
+                               fused_loss=config.fused_loss),
       mesh, param_sh, opt_sh)
   eval_fn = step_lib.jit_eval_step(step_lib.make_eval_step(graphdef, config.loss_chunk), mesh, param_sh)
 
