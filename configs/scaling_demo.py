@@ -26,7 +26,7 @@ def get_config(arg: str | None = None):
   # every run: no intermediate checkpoints (the final one is always written), quiet logs
   c.overrides = dict(checkpoint_every=0, log_every=25, tensorboard=False, eval_batches=8)
   c.models = {name: {"model": {"overrides": dict(o)}} for name, o in SIZES.items()}
-  c.token_budgets = (1e5, 2.5e5, 6e5)     # label tokens; steps = budget / (8 x 256) / label_fraction
+  c.token_budgets = (4e4, 8e4, 1.6e5)     # label tokens; steps = budget / (8 x 256) / label_fraction
   c.label_fraction = 1.0
   c.evals = [] if arg == "synthetic" else [
       {"benchmark": "sblimp", "data_dir": f"{DEMO_EVAL}/sblimp", "args": []},

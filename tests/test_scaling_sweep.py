@@ -28,17 +28,17 @@ def test_expand_demo_grid_sizes_schedules():
   runs = sweep.expand(cfg, "/tmp/sweep_out", root=ROOT)
   assert len(runs) == 9 and len({r.name for r in runs}) == 9
   by_name = {r.name: r for r in runs}
-  r = by_name["m_2.5e5"]
+  r = by_name["m_8e4"]
   # configs/demo.py: 8 sequences x 256 tokens per step
-  assert r.tokens_per_step == 8 * 256 and r.total_steps == math.ceil(2.5e5 / 2048) == 123
-  assert r.overrides["total_steps"] == r.overrides["eval_every"] == 123 and r.overrides["token_budget"] == 0.0
+  assert r.tokens_per_step == 8 * 256 and r.total_steps == math.ceil(8e4 / 2048) == 40
+  assert r.overrides["total_steps"] == r.overrides["eval_every"] == 40 and r.overrides["token_budget"] == 0.0
   assert r.overrides["model.overrides.hidden_size"] == 64 and r.overrides["checkpoint_every"] == 0
-  assert r.workdir == "/tmp/sweep_out/runs/m_2.5e5" and r.train_config == "configs/demo.py"
+  assert r.workdir == "/tmp/sweep_out/runs/m_8e4" and r.train_config == "configs/demo.py"
   cmd = sweep.train_command(r, "python")
-  assert cmd[:4] == ["python", "tools/train.py", "--config=configs/demo.py", "--workdir=/tmp/sweep_out/runs/m_2.5e5"]
+  assert cmd[:4] == ["python", "tools/train.py", "--config=configs/demo.py", "--workdir=/tmp/sweep_out/runs/m_8e4"]
   assert "--config.model.overrides.num_hidden_layers=3" in cmd and "--config.tensorboard=false" in cmd
   cfg.label_fraction = 0.5
-  assert sweep.expand(cfg, "/tmp/x", root=ROOT)[0].total_steps == math.ceil(1e5 / (2048 * 0.5))
+  assert sweep.expand(cfg, "/tmp/x", root=ROOT)[0].total_steps == math.ceil(4e4 / (2048 * 0.5))
 
 
 def test_expand_sims_per_model_recipes():
