@@ -76,3 +76,23 @@ def test_no_bos_layout(llama3):
   assert enc.encode_pieces(vocab.parse_string(s)).tolist() == _hf(tok, s, bos=None)
   assert tokenise.DocumentTokenizer(tok, layout, add_bos=False).encode_pieces(
       vocab.parse_string(s)).tolist() == _hf(tok, s, bos=None)
+
+
+def test_slam_speech_sequences_end_with_eos():
+  """SPEC §2 SLAM layout: [<S>=1, <Un i>=i+2 ..., <S>=1] (BOS and EOS both 1)."""
+  from slm_jax.data import pipeline
+  from slm_jax.data.tokenise import DocumentTokenizer
+  from slm_jax.vocab import VocabLayout
+  slam = VocabLayout(base_size=2, num_units=500, bos_id=1, eos_id=1)
+  enc = DocumentTokenizer(None, slam, add_eos=True)
+  assert enc.encode_pieces([("units", [3, 49, 7])]).tolist() == [1, 5, 51, 9, 1]
+  assert DocumentTokenizer(None, slam).encode_pieces([("units", [3])]).tolist() == [1, 5]
+  it = pipeline.make_iterator({"speech": "data/demo/prepared/speech"}, {"speech": 1.0}, None, slam,
+                              split="validation", seq_len=2048, global_batch_size=1, seed=0, add_eos=True)
+  b = next(it)
+  seg = b["segment_ids"][0]
+  first = seg == 1
+  ids = b["input_ids"][0][first]  # the whole document; targets are the next ids, the last one masked
+  assert ids[0] == 1 and ids[-1] == 1 and b["targets"][0][first][-2] == 1
+  middle = ids[1:-1]
+  assert middle.size > 50 and (middle >= 2).all() and (middle < 502).all()

@@ -185,7 +185,8 @@ def _host(process_index, process_count) -> tuple[int, int]:
 def document_dataset(sources: dict[str, str], weights: dict[str, float] | None, tokenizer, layout, *, split: str,
                      seed: int, interleave_mode: str = "per_epoch", num_epochs: int | None = None,
                      process_index: int | None = None, process_count: int | None = None,
-                     shuffle: bool | None = None, add_bos: bool | None = None, lam: float = interleave.LAMBDA,
+                     shuffle: bool | None = None, add_bos: bool | None = None, add_eos: bool = False,
+                     lam: float = interleave.LAMBDA,
                      eta: float = interleave.ETA) -> grain.MapDataset:
   """This host's stream of tokenised documents ({"ids", "source"}), before chunking and packing."""
   if split not in records.SPLITS:
@@ -197,7 +198,7 @@ def document_dataset(sources: dict[str, str], weights: dict[str, float] | None, 
     raise ValueError(f"sources must map kinds {records.KINDS} to prepared folders, got {sorted(sources)}")
   train = split == "train"
   host = _host(process_index, process_count)
-  encoder = tokenise.DocumentTokenizer(tokenizer, layout, add_bos)
+  encoder = tokenise.DocumentTokenizer(tokenizer, layout, add_bos, add_eos)
   kinds = [k for k in sources if not train or weights is None or weights.get(k, 0) > 0]
   if not kinds:
     raise ValueError(f"weights {weights} give no positive weight to the sources {sorted(sources)}")
@@ -243,7 +244,7 @@ def make_iterator(sources: dict[str, str], weights: dict[str, float] | None, tok
   sources: kind ('text' | 'speech' | 'interleaved') -> prepared folder; weights: per-document sampling weights
   (SIMS_MIX_WEIGHTS; ignored for validation). split 'train' is infinite unless num_epochs is given (then every
   document of every source is seen num_epochs times); 'validation' is one unshuffled pass unless num_epochs says
-  otherwise, its last batch padded with empty rows. Extra keyword arguments: shuffle, add_bos, lam, eta, num_bins
+  otherwise, its last batch padded with empty rows. Extra keyword arguments: shuffle, add_bos, add_eos, lam, eta, num_bins
   (rows packed per set, default max(rows, 64)), read_threads, num_batches (yield exactly this many batches,
   all-padding ones after the data ends: hosts' validation shares pack into different numbers of batches).
   """

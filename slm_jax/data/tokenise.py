@@ -31,10 +31,13 @@ def document_pieces(doc: records.Document, kind: str, seed: int = 0, epoch: int 
 class DocumentTokenizer:
   """Pieces -> int32 ids; `encode_pieces` agrees with vocab.Encoder.encode_pieces."""
 
-  def __init__(self, tokenizer, layout: vocab.VocabLayout, add_bos: bool | None = None):
+  def __init__(self, tokenizer, layout: vocab.VocabLayout, add_bos: bool | None = None, add_eos: bool = False):
     self.tokenizer = tokenizer
     self.layout = layout
     self.add_bos = (layout.bos_id is not None if add_bos is None else add_bos) and layout.bos_id is not None
+    if add_eos and layout.eos_id is None:
+      raise ValueError("add_eos=True needs a layout with an eos_id")
+    self.add_eos = add_eos  # SLAM speech-only sequences are [<S>, units..., <S>] (SPEC §2)
     backend = getattr(tokenizer, "_tokenizer", None)  # tokenizers.Tokenizer of a fast HF tokenizer
     self._batch = None
     if backend is not None:
@@ -61,6 +64,8 @@ class DocumentTokenizer:
         parts.append(np.asarray([self.layout.marker_id(value)], np.int32))
       else:
         raise ValueError(f"unknown piece kind {kind!r}")
+    if self.add_eos:
+      parts.append(np.asarray([self.layout.eos_id], np.int32))
     return np.concatenate(parts) if parts else np.zeros(0, np.int32)
 
   def encode_document(self, doc: records.Document, kind: str, seed: int = 0, epoch: int = 0,

@@ -31,7 +31,8 @@ def make_iterator(config, layout: VocabLayout, tokenizer, split: str, *, num_epo
   if not sources:
     raise ValueError("config.data.sources names no prepared folder (interleaved / speech / text)")
   return pipeline_iterator(sources, weights, tokenizer, layout, split=split, interleave_mode=d.interleave_mode,
-                           num_epochs=num_epochs, num_workers=d.num_workers, **kw)
+                           num_epochs=num_epochs, num_workers=d.num_workers,
+                           add_eos=config.vocab.layout == "slam", **kw)
 
 
 def global_batch(host_batch: dict, mesh: Mesh) -> dict:
