@@ -163,3 +163,29 @@ def test_cudnn_attention_needs_half_precision():
   with pytest.raises(ValueError, match="cuDNN flash attention has no fp32 kernel"):
     preset("tiny-llama", attention_impl="cudnn", dtype="float32")
   assert preset("tiny-llama", attention_impl="cudnn", dtype="bfloat16").attention_impl == "cudnn"
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_scanned_layers_equal_the_layer_loop(remat):
+  """scan_layers (optionally with remat) computes the same logits and parameter gradients as the plain loop."""
+  cfg = preset("tiny-llama", num_hidden_layers=3)
+  ref = create_model(cfg, ONE(), seed=11)
+  scanned = create_model(cfg.replace(scan_layers=True, remat=remat), ONE(), seed=11)
+  ids = jnp.asarray(np.random.RandomState(12).randint(0, 1000, (2, 10)))
+  seg = jnp.asarray([[1] * 6 + [2] * 4] * 2)
+  pos = jnp.asarray([list(range(6)) + list(range(4))] * 2)
+
+  def loss_and_grads(model):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def f(p):
+      m = nnx.merge(graphdef, p, rest)
+      return m.logits(m(ids, pos, seg)).astype(jnp.float32).std()
+
+    return jax.jit(jax.value_and_grad(f))(params)
+
+  (l0, g0), (l1, g1) = loss_and_grads(ref), loss_and_grads(scanned)
+  np.testing.assert_allclose(l1, l0, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+    np.testing.assert_allclose(b, a, atol=1e-7, rtol=1e-4)
+  np.testing.assert_allclose(scanned.logits(scanned(ids, pos, seg)), ref.logits(ref(ids, pos, seg)), atol=1e-5)

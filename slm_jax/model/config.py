@@ -39,6 +39,7 @@ class ModelConfig:
   dtype: str = "float32"            # compute dtype of activations / matmuls
   attention_impl: str = "xla"       # "xla" (any backend) or "cudnn" (fused, GPU)
   remat: bool = False
+  scan_layers: bool = False         # one compiled layer body run by lax.scan (faster compiles for deep models)
 
   def __post_init__(self):
     if self.arch not in SUPPORTED_ARCHS:

@@ -210,18 +210,40 @@ class CausalLM(nnx.Module):
       mask = (jnp.tril(jnp.ones((T, T), bool))[None]
               & (segment_ids[:, :, None] == segment_ids[:, None, :]))
     new_layers = []
-    for i, layer in enumerate(self.model.layers):
-      layer_cache = None if cache is None else cache["layers"][i]
-      if self.cfg.remat and cache is None:
-        fn = nnx.remat(lambda l, *a: l(*a), static_argnums=(5,))
-        x, c = fn(layer, x, cos, sin, mask, causal_only)
-      else:
-        x, c = layer(x, cos, sin, mask, causal_only, layer_cache, index)
-      new_layers.append(c)
+    if self.cfg.scan_layers and cache is None:
+      x = self._scan_layers(x, cos, sin, mask, causal_only)
+    else:
+      for i, layer in enumerate(self.model.layers):
+        layer_cache = None if cache is None else cache["layers"][i]
+        if self.cfg.remat and cache is None:
+          fn = nnx.remat(lambda l, *a: l(*a), static_argnums=(5,))
+          x, c = fn(layer, x, cos, sin, mask, causal_only)
+        else:
+          x, c = layer(x, cos, sin, mask, causal_only, layer_cache, index)
+        new_layers.append(c)
     x = self.model.norm(x)
     if cache is None:
       return x
     return x, {"layers": new_layers, "segment_ids": kv_seg, "index": index + T}
+
+  def _scan_layers(self, x, cos, sin, mask, causal_only):
+    """The decoder layers as one `lax.scan` over their stacked states (one layer body to compile).
+
+    Parameters stay stored per layer (checkpoints and the HF weight map are unchanged); the stack is formed
+    inside the compiled step, and with `remat` the scanned body is rematerialised.
+    """
+    layers = list(self.model.layers)
+    graphdef = nnx.graphdef(layers[0])
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[nnx.state(l) for l in layers])
+
+    def body(h, state):
+      h, _ = nnx.merge(graphdef, state)(h, cos, sin, mask, causal_only)
+      return h, None
+
+    if self.cfg.remat:
+      body = jax.checkpoint(body)
+    x, _ = jax.lax.scan(body, x, stacked)
+    return x
 
   def head_weight(self) -> jax.Array:
     """Output projection as [D, V_padded]."""

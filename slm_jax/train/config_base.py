@@ -21,6 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
       vocab_size=-1,            # -1: from the vocabulary layout / checkpoint; smaller keeps the first rows (SLAM)
       attention_impl="xla",     # xla | cudnn
       remat=False,              # recompute each layer in the backward pass
+      scan_layers=False,        # run the layers as one lax.scan (one layer body to compile)
       overrides=ml_collections.ConfigDict()))  # ModelConfig fields to replace (e.g. rope_theta)
 
   # TWIST initialisation: a HF folder (grown to the speech-text vocabulary on the fly) or an Orbax

@@ -36,7 +36,8 @@ class Start:
 
 def runtime_overrides(config, param_dtype: str, dtype: str) -> dict:
   m = config.model
-  return dict(param_dtype=param_dtype, dtype=dtype, attention_impl=m.attention_impl, remat=bool(m.remat))
+  return dict(param_dtype=param_dtype, dtype=dtype, attention_impl=m.attention_impl, remat=bool(m.remat),
+              scan_layers=bool(m.scan_layers))
 
 
 def _apply_model_overrides(cfg: ModelConfig, config) -> ModelConfig:
