@@ -91,10 +91,12 @@ class Scorer:
   """Scores many token sequences with one model; compiles once per (bucket length, batch) shape.
 
   tokens_per_batch bounds B * T of a step; batches are rounded to the number of batch shards of the mesh.
+  logit_positions bounds B * chunk, the positions whose fp32 logits exist at once (x vocabulary x 4 bytes:
+  2048 x 128,768 ids = 1 GB), so a large vocabulary never needs tokens_per_batch x vocabulary floats.
   """
 
   def __init__(self, model, mesh: Mesh, tokens_per_batch: int = 16384, max_buckets: int = 4, granule: int = 8,
-               chunk_size: int = 512, max_batch: int = 1024):
+               chunk_size: int = 512, max_batch: int = 1024, logit_positions: int = 2048):
     self.mesh = mesh
     self.cfg = model.cfg
     self.graphdef, self.state = nnx.split(model)
@@ -107,7 +109,9 @@ class Scorer:
       model = nnx.merge(graphdef, state)
       ids = sharding.constrain(ids, ("batch", "length"))
       hidden = model(ids)  # right padding: causal attention keeps it out of every real position
-      lp = token_logprobs(model, hidden, targets, banned=banned, chunk_size=chunk_size)
+      rows, length = ids.shape
+      chunk = max(1, min(chunk_size, length, logit_positions // rows))
+      lp = token_logprobs(model, hidden, targets, banned=banned, chunk_size=chunk)
       return jnp.where(mask, lp, 0.0)
 
     self._score = jax.jit(score)
