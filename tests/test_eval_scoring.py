@@ -35,6 +35,9 @@ def test_scores_match_transformers_and_buckets_agree(arch):
   one = scorer.score(seqs, reduce="sum", banned=banned, buckets=[40])  # a single bucket: no length sorting at all
   np.testing.assert_allclose(one.scores, res.sums, rtol=1e-5, atol=1e-4)
   assert res.padded_tokens < one.padded_tokens
+  # logits of only 8 positions at a time (chunks of 1 position at the larger buckets) change nothing
+  small = Scorer(jax_model(cfg, tm, mesh), mesh, tokens_per_batch=256, max_buckets=2, logit_positions=8)
+  np.testing.assert_allclose(small.score(seqs, reduce="sum", banned=banned).scores, res.sums, rtol=1e-5, atol=1e-4)
 
 
 def test_speech_scoring_with_units_only():
