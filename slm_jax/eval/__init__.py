@@ -8,5 +8,5 @@ benchmarks  benchmark -> token sequences -> scores -> results
 generate    compiled KV-cache sampling
 genppl      GenPPL and auto-BLEU
 loading     Orbax / HF checkpoints for evaluation
-run         what the tools and the notebook call
+run         what the tools and the notebook (tools/make_notebook.py) call
 """

@@ -1,6 +1,6 @@
-"""Builds tools/evaluate_colab.ipynb (nbformat): install, load a checkpoint, run the metrics, table, plot, generate.
+"""Writes tools/evaluate_colab.ipynb (nbformat): install, load a checkpoint, run the metrics, table, plot, generate.
 
-  python -m slm_jax.eval.notebook [out.ipynb]
+  python tools/make_notebook.py [out.ipynb]
 
 Every setting sits in the first code cell and can be overridden by an environment variable (SLM_JAX_*), which is
 how the tests run it headless against a small checkpoint.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-PATH = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "evaluate_colab.ipynb")
+PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "evaluate_colab.ipynb")
 
 INTRO = """# slm_jax: evaluate a speech-text LM (SIMS metrics)
 
