@@ -40,6 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
       num_workers=0,
       num_epochs=ml_collections.config_dict.placeholder(int)))  # None: repeat forever
 
+  c.objective = "lm"            # what the step optimises: lm (next-token pre-training); see train/program.py
   c.seq_len = 2048
   c.global_batch_size = 64      # sequences per optimizer step, over all devices and micro-batches
   c.micro_batches = 1           # gradient accumulation steps inside one jit'd step

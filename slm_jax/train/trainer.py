@@ -19,18 +19,16 @@ import time
 
 import jax
 import numpy as np
-from flax import nnx
 
 from slm_jax import sharding
 from slm_jax.checkpoint import orbax_io
 from slm_jax.model.config import ModelConfig
-from slm_jax.model.create import model_shardings
 from slm_jax.train import data as data_lib
 from slm_jax.train import flops as flops_lib
 from slm_jax.train import optimizer as opt_lib
-from slm_jax.train import step as step_lib
-from slm_jax.train.checkpointing import Checkpointer, abstract_like
+from slm_jax.train.checkpointing import Checkpointer
 from slm_jax.train.init import fresh_start, runtime_overrides
+from slm_jax.train.program import build_program
 from slm_jax.train.metrics import MetricsWriter, kind_losses, progress_line
 from slm_jax.vocab import VocabLayout
 
@@ -101,7 +99,7 @@ def train(config, workdir: str) -> dict:
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
-  param_dtype, dtype, moment_dtype = opt_lib.precision_dtypes(config.precision)
+  param_dtype, dtype, _ = opt_lib.precision_dtypes(config.precision)
   step_limit, schedule_steps = plan_steps(config)
   if config.global_batch_size % config.micro_batches:
     raise ValueError(f"global_batch_size {config.global_batch_size} does not divide into "
@@ -129,21 +127,10 @@ def train(config, workdir: str) -> dict:
     start = fresh_start(config, mesh, param_dtype, dtype)
     cfg, layout, tokenizer, source = start.cfg, start.layout, start.tokenizer, start.source
     _log("fresh start: init %s", source)
-  graphdef, abstract_state, shardings = model_shardings(cfg, mesh)
-  param_sh = nnx.to_pure_dict(nnx.state(nnx.merge(graphdef, shardings), nnx.Param))
-  abstract_params = abstract_like(nnx.to_pure_dict(nnx.state(nnx.merge(graphdef, abstract_state), nnx.Param)),
-                                  param_sh)
-
-  # ---------------------------------------------------------------- optimizer and update step
-  tx, lr_fn = opt_lib.from_config(config.optim, schedule_steps, moment_dtype)
-  opt_init, opt_sh = step_lib.compile_opt_init(tx, abstract_params, param_sh, mesh)
-  abstract_opt = abstract_like(jax.eval_shape(tx.init, abstract_params), opt_sh)
-  train_fn = step_lib.jit_train_step(
-      step_lib.make_train_step(graphdef, tx, lr_fn, micro_batches=config.micro_batches,
-                               loss_chunk=config.loss_chunk, nan_at_step=config.inject_nan_at_step,
-                               fused_loss=config.fused_loss),
-      mesh, param_sh, opt_sh)
-  eval_fn = step_lib.jit_eval_step(step_lib.make_eval_step(graphdef, config.loss_chunk), mesh, param_sh)
+  # ---------------------------------------------------------------- shardings, optimizer and update step
+  prog = build_program(config, cfg, mesh, schedule_steps)
+  param_sh, abstract_params, abstract_opt = prog.param_shardings, prog.abstract_params, prog.abstract_opt
+  opt_init, train_fn, eval_fn = prog.opt_init, prog.train_step, prog.eval_step
 
   # ---------------------------------------------------------------- data
   train_it = data_lib.make_iterator(config, layout, tokenizer, "train", num_epochs=config.data.num_epochs)
