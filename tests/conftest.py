@@ -11,39 +11,39 @@ jax.config.update("jax_default_matmul_precision", "highest")
 
 import pytest  # noqa: E402
 
-import material  # noqa: E402  (tests/ is on sys.path under pytest's rootdir-relative import mode)
+from slm_jax import assets  # noqa: E402
 
 
 def _fetch(fn):
   try:
     return fn()
-  except material.MaterialUnavailable as e:
+  except assets.MaterialUnavailable as e:
     pytest.skip(f"test material unavailable (registry unreachable?): {e}")
 
 
 @pytest.fixture(scope="session")
 def llama3_tokenizer_dir():
-  return _fetch(material.llama3_tokenizer_dir)
+  return _fetch(assets.llama3_tokenizer_dir)
 
 
 @pytest.fixture(scope="session")
 def llama_bpe_golden():
-  return _fetch(material.llama_bpe_golden)
+  return _fetch(assets.llama_bpe_golden)
 
 
 @pytest.fixture(scope="session")
 def smollm2_dir():
-  return _fetch(material.smollm2_hf_dir)
+  return _fetch(assets.smollm2_hf_dir)
 
 
 @pytest.fixture(scope="session")
 def librivox_dir():
-  return _fetch(material.pocketsphinx_librivox)
+  return _fetch(assets.pocketsphinx_librivox)
 
 
 @pytest.fixture(scope="session")
 def slamkit_example():
-  return material.SLAMKIT_EXAMPLE
+  return os.path.join(os.path.dirname(__file__), "data", "slamkit_example")
 
 
 def pytest_configure(config):

