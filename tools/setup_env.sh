@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Creates ./.venv with slm_jax and its pinned dependencies (plus test extras); re-runs are no-ops unless
-# setup.py changed. Installs the Debian packages the tests and demo data need (espeak-ng, flite) when missing.
+# Creates ./.venv with slm_jax and its test extras at the versions pinned in requirements.lock (setup.py declares
+# ranges; the lock pins the tested set); re-runs are no-ops unless setup.py or requirements.lock changed. Installs the Debian packages the tests and demo data need (espeak-ng, flite) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -13,10 +13,10 @@ if [ "${SLM_JAX_SKIP_APT:-0}" != 1 ] && { ! command -v espeak-ng >/dev/null || !
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 stamp=.venv/.slm_jax_installed
-want=$(sha256sum setup.py | cut -d' ' -f1)
+want=$(cat setup.py requirements.lock | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup_env] installing slm_jax and dependencies into .venv (about a minute)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test]"
+  .venv/bin/python -m pip install -q -c requirements.lock -e ".[test]"
   echo "$want" > "$stamp"
 fi
