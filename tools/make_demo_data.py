@@ -1,5 +1,5 @@
 """Builds data/demo/ reproducibly: flite speech with exact word times, stand-in MFCC units, slamkit-format raw
-files, look-alike sWUGGY / sBLIMP / tSC sets, and (when tools/prepare_data.py exists) the prepared form.
+files, look-alike sWUGGY / sBLIMP / tSC sets, and the prepared datasets (slm_jax/demo/build.py).
 
   python tools/make_demo_data.py [--out_dir=data/demo] [--seed=0] [--jobs=2]
 """
@@ -9,7 +9,7 @@ import logging
 
 from absl import app, flags
 
-from slm_jax.units import demo_data
+from slm_jax.demo import build as demo_data
 
 _OUT = flags.DEFINE_string("out_dir", "data/demo", "Output folder.")
 _AUDIO = flags.DEFINE_string("audio_dir", None, "Where the synthesised wavs go (default: <out_dir>/audio, not "
@@ -17,7 +17,7 @@ _AUDIO = flags.DEFINE_string("audio_dir", None, "Where the synthesised wavs go (
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for voices, evaluation items and k-means.")
 _JOBS = flags.DEFINE_integer("jobs", 2, "Synthesis processes.")
 _MAX_UTTS = flags.DEFINE_integer("max_utterances", None, "Cap on spoken training utterances (quick runs).")
-_PREPARE = flags.DEFINE_bool("prepare", True, "Also write prepared/ with tools/prepare_data.py if it exists.")
+_PREPARE = flags.DEFINE_bool("prepare", True, "Also write prepared/ (the datasets configs/demo.py trains on).")
 
 
 def main(argv):

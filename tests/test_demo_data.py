@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from slm_jax.units import tts
+from slm_jax.demo import tts
 
 DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "demo")
 FRAME = 0.04

@@ -11,18 +11,16 @@ import logging
 import multiprocessing
 import os
 import shutil
-import subprocess
-import sys
 import time
 
 import numpy as np
 
+from slm_jax.demo import text as demo_text
+from slm_jax.demo import tts as tts_lib
 from slm_jax.units import audio as audio_lib
 from slm_jax.units import dedup as dedup_lib
-from slm_jax.units import demo_text
 from slm_jax.units import extract as extract_lib
 from slm_jax.units import kmeans as kmeans_lib
-from slm_jax.units import tts as tts_lib
 from slm_jax.units.mfcc import MfccEncoder
 
 log = logging.getLogger(__name__)
@@ -44,7 +42,7 @@ class Config:
   sblimp_per_paradigm: int = 40  # pairs per paradigm (5 paradigms), each in 2 voices
   tsc_stories: int = 100
   max_utterances: int | None = None  # cap on spoken training utterances (tests / quick runs)
-  prepare: bool = True  # also write prepared/ with tools/prepare_data.py when it exists
+  prepare: bool = True  # also write prepared/ (the datasets the demo config trains on)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -294,21 +292,14 @@ def _write_text(path: str, text: str) -> None:
 
 
 def prepare(out_dir: str) -> str:
-  """Writes out_dir/prepared/{interleaved,speech,text} with tools/prepare_data.py, if that tool exists."""
-  tool = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "prepare_data.py")
-  if not os.path.exists(tool):
-    log.warning("tools/prepare_data.py does not exist yet: prepared/ not written")
-    return "skipped: tools/prepare_data.py not found"
+  """Writes out_dir/prepared/{interleaved,speech,text} (slm_jax.data.prepare, as tools/prepare_data.py does)."""
+  from slm_jax.data import prepare as prepare_lib
   raw = os.path.join(out_dir, "raw")
-  runs = [("interleaved", os.path.join(raw, "features.jsonl"), ["--alignment_dir=" + os.path.join(raw, "alignments")]),
-          ("speech", os.path.join(raw, "features.jsonl"), []),
-          ("text", os.path.join(raw, "text.jsonl"), [])]
-  for kind, inp, extra in runs:
+  runs = [("interleaved", os.path.join(raw, "features.jsonl"), os.path.join(raw, "alignments")),
+          ("speech", os.path.join(raw, "features.jsonl"), None),
+          ("text", os.path.join(raw, "text.jsonl"), None)]
+  for kind, inp, align in runs:
     dst = os.path.join(out_dir, "prepared", kind)
-    if os.path.isdir(dst):
-      shutil.rmtree(dst)
-    cmd = [sys.executable, tool, f"--kind={kind}", f"--input={inp}", f"--out_dir={dst}"] + extra
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-      raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
-  return "written with tools/prepare_data.py"
+    prepare_lib.prepare(prepare_lib.PrepareConfig(kind=kind, inputs=[inp], out_dir=dst, alignment_dir=align,
+                                                  overwrite=True))
+  return "written with slm_jax.data.prepare"
