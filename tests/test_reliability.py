@@ -6,6 +6,8 @@ shutdown, and the bad inputs of the data, units, evaluation and conversion tools
 import importlib.util
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 
@@ -136,3 +138,68 @@ def test_train_tool_exits_2_with_every_problem_and_no_traceback(tmp_path):
   assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
   assert "global_batch_size=3 does not divide over the mesh's data x fsdp = 1 x 2" in r.stderr
   assert not workdir.exists()
+
+
+# ---------------------------------------------------------------- one trainer per workdir
+
+def test_lock_takes_over_stale_refuses_live_and_other_hosts(tmp_path, caplog):
+  import time
+  from slm_jax.train.lock import LOCK_NAME, WorkdirLock, WorkdirLocked
+  path = tmp_path / LOCK_NAME
+  gone = subprocess.Popen(["true"])
+  gone.wait()
+  host = socket.gethostname()
+  path.write_text(json.dumps({"host": host, "pid": gone.pid, "start": 0}))
+  with caplog.at_level("WARNING"):
+    lock = WorkdirLock(str(tmp_path)).acquire()
+  assert f"process {gone.pid} is gone" in caplog.text
+  assert json.loads(path.read_text())["pid"] == os.getpid()
+  with pytest.raises(WorkdirLocked, match=rf"host {host} pid {os.getpid()} since"):
+    WorkdirLock(str(tmp_path)).acquire()  # held by a live process (this one)
+  lock.release()
+  assert not path.exists()
+  path.write_text(json.dumps({"host": "elsewhere", "pid": gone.pid, "start": 0}))
+  t = time.time()
+  with pytest.raises(WorkdirLocked, match=r"host elsewhere pid"):
+    WorkdirLock(str(tmp_path)).acquire()  # another host's process may be alive: never taken over
+  path.write_text("")  # a creator killed before it wrote the file: refused while young, taken over when old
+  with pytest.raises(WorkdirLocked, match="has not written it yet"):
+    WorkdirLock(str(tmp_path)).acquire()
+  assert time.time() - t < 5
+  os.utime(path, (time.time() - 60, time.time() - 60))
+  WorkdirLock(str(tmp_path)).acquire().release()
+  assert WorkdirLock(str(tmp_path), enabled=False).acquire().held is False  # processes other than 0
+
+
+def test_two_trainers_on_one_workdir_then_a_stale_lock(tmp_path):
+  """Two tools/train.py started at once: one trains, the other exits 2 at once naming it. After the trainer is
+  killed (-9) its lock is stale: the next run takes it over with a warning and resumes."""
+  import time
+  from slm_jax.train.metrics import read_jsonl
+  workdir = str(tmp_path / "run")
+  long = ("--config.total_steps=100000", "--config.checkpoint_every=2")
+  procs = [subprocess.Popen(_train_cmd(workdir, *long), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+  t = time.time()
+  while all(p.poll() is None for p in procs):
+    assert time.time() - t < 120, "neither trainer stopped"
+    time.sleep(0.05)
+  loser = next(p for p in procs if p.poll() is not None)
+  winner = next(p for p in procs if p is not loser)
+  out = loser.communicate()[0]
+  assert loser.returncode == 2 and "Traceback" not in out, out[-3000:]
+  assert f"is in use by another trainer (host {socket.gethostname()} pid {winner.pid} since" in out
+  metrics = os.path.join(workdir, "metrics.jsonl")
+  while max([r["step"] for r in read_jsonl(metrics)] or [0]) < 3:
+    assert winner.poll() is None and time.time() - t < 240, winner.communicate()[0][-3000:]
+    time.sleep(0.05)
+  winner.send_signal(signal.SIGKILL)
+  winner.wait()
+  assert os.path.exists(os.path.join(workdir, "train.lock"))
+  steps = [int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit()]
+  r = subprocess.run(_train_cmd(workdir, f"--config.total_steps={max(steps) + 2}"), cwd=ROOT, env=_env(),
+                     capture_output=True, text=True, timeout=240)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "taking over the stale lock" in r.stderr and f"process {winner.pid} is gone" in r.stderr
+  assert "resuming from" in r.stdout and json.loads(r.stdout.strip().splitlines()[-1])["step"] == max(steps) + 2
+  assert not os.path.exists(os.path.join(workdir, "train.lock"))

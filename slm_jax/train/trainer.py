@@ -29,6 +29,7 @@ from slm_jax.train import flops as flops_lib
 from slm_jax.train import optimizer as opt_lib
 from slm_jax.train import validate
 from slm_jax.train.checkpointing import CHECKPOINT_DIR, Checkpointer
+from slm_jax.train.lock import WorkdirLock, WorkdirLocked
 from slm_jax.train.init import fresh_start, runtime_overrides
 from slm_jax.train.program import build_program
 from slm_jax.train.metrics import MetricsWriter, kind_losses, progress_line
@@ -93,12 +94,33 @@ def _log(msg: str, *args) -> None:
     print(msg % args if args else msg, flush=True)
 
 
+def lock_workdir(workdir: str) -> WorkdirLock:
+  """Process 0 takes the workdir lock; every process raises WorkdirLocked when it could not (none waits)."""
+  lock = WorkdirLock(workdir, enabled=jax.process_index() == 0)
+  error = None
+  try:
+    lock.acquire()
+  except WorkdirLocked as e:
+    error = e
+  if _agree(error is not None):
+    raise error or WorkdirLocked(f"process 0 could not lock {workdir}: see its log")
+  return lock
+
+
 def train(config, workdir: str) -> dict:
   """Runs (or resumes) training; returns a summary {status, step, tokens_seen, first_loss, last_loss, ...}."""
   t_start = time.time()
   validate.validate(config, workdir, device_count=jax.device_count(), process_count=jax.process_count())
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
+  lock = lock_workdir(workdir)
+  try:
+    return _run(config, workdir, t_start)
+  finally:
+    lock.release()
+
+
+def _run(config, workdir: str, t_start: float) -> dict:
   is_main = jax.process_index() == 0
   param_dtype, dtype, _ = opt_lib.precision_dtypes(config.precision)
   step_limit, schedule_steps = plan_steps(config)
