@@ -24,6 +24,7 @@ from slm_jax.checkpoint.hf_source import EMBED, HEAD
 from slm_jax.checkpoint.hf_to_orbax import DTYPES, Progress, VocabMismatch
 from slm_jax.checkpoint.safetensors_io import MAX_SHARD_BYTES, write_sharded
 from slm_jax.checkpoint.staging import check_output, staged_output
+from slm_jax.checkpoint.tokenizer_files import clean_tokenizer_files, save_tokenizer, special_token_ids
 from slm_jax.checkpoint.weight_map import flat_params, to_hf_name
 from slm_jax.model.config import ModelConfig
 from slm_jax.model.create import abstract_model
@@ -136,13 +137,17 @@ def check_tokenizer(tokenizer, meta: dict, cfg: ModelConfig, where: str) -> Voca
   return layout
 
 
-def hf_config_dicts(cfg: ModelConfig, dtype: str) -> tuple[dict, dict]:
-  """(config.json, generation_config.json) dicts."""
-  config = cfg.to_hf_dict(dtype)
+def hf_config_dicts(cfg: ModelConfig, dtype: str, tokenizer=None) -> tuple[dict, dict]:
+  """(config.json, generation_config.json) dicts; bos/eos/pad ids are the tokenizer's (`special_token_ids`)."""
+  ids = special_token_ids(cfg, tokenizer)
+  config = {**cfg.to_hf_dict(dtype), **ids}
   # transformers 4.x (slamkit's) reads rope and dtype from these top-level keys; 5.x accepts them alongside
   rope = {k: v for k, v in config["rope_parameters"].items() if k != "rope_theta"}
   config.update(rope_theta=cfg.rope_theta, rope_scaling=rope if cfg.rope_scaling else None, torch_dtype=dtype)
-  gen = {"_from_model_config": True, "bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id}
+  gen = {"_from_model_config": True, **ids}
+  if gen["pad_token_id"] is None:  # what transformers' generate would pick, with a warning on every call
+    eos = gen["eos_token_id"]
+    gen["pad_token_id"] = eos[0] if isinstance(eos, list) else eos
   return config, gen
 
 
@@ -151,14 +156,14 @@ def write_hf(out_dir: str, cfg: ModelConfig, shapes: dict[str, tuple], fetch: Ca
              progress: Callable[[str], None] | None = None, tokenizer_files: str | None = None) -> list[str]:
   """Writes the HF folder `out_dir` (new or empty) from parameters fetched one at a time; returns the shards.
 
-  The tokenizer is written with `save_pretrained`, or its files are copied verbatim from `tokenizer_files`
-  (the checkpoint's own tokenizer folder).
+  The tokenizer is written with `save_pretrained`, or its files are copied from `tokenizer_files` (the
+  checkpoint's own tokenizer folder); tokenizer_config.json is cleaned either way (`clean_tokenizer_files`).
   """
   if dtype not in DTYPES:
     raise ValueError(f"dtype {dtype!r} is not one of {DTYPES} (fp16 is never written)")
   specs, get = hf_tensors(shapes, fetch, cfg, dtype)
   files = write_sharded(out_dir, specs, get, max_shard_bytes, progress)
-  config, gen = hf_config_dicts(cfg, dtype)
+  config, gen = hf_config_dicts(cfg, dtype, tokenizer)
   for fname, d in (("config.json", config), ("generation_config.json", gen)):
     with open(os.path.join(out_dir, fname), "w") as f:
       json.dump(d, f, indent=2)
@@ -166,8 +171,9 @@ def write_hf(out_dir: str, cfg: ModelConfig, shapes: dict[str, tuple], fetch: Ca
     for f in sorted(os.listdir(tokenizer_files)):
       if os.path.isfile(os.path.join(tokenizer_files, f)):
         shutil.copy(os.path.join(tokenizer_files, f), out_dir)
+    clean_tokenizer_files(out_dir)  # checkpoints written before the files were cleaned
   else:
-    tokenizer.save_pretrained(out_dir)
+    save_tokenizer(tokenizer, out_dir)
   return files
 
 

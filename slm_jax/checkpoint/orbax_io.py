@@ -82,7 +82,8 @@ def save_model(directory: str, model, meta: dict, step: int = 0, tokenizer=None,
   mngr.wait_until_finished()
   mngr.close()
   if tokenizer is not None:
-    tokenizer.save_pretrained(os.path.join(directory, TOKENIZER_DIR))
+    from slm_jax.checkpoint.tokenizer_files import save_tokenizer
+    save_tokenizer(tokenizer, os.path.join(directory, TOKENIZER_DIR))
 
 
 def read_meta(directory: str, step: int | None = None) -> tuple[dict, int]:

@@ -113,8 +113,9 @@ def fresh_start(config, mesh: Mesh, param_dtype: str, dtype: str) -> Start:
     layout = VocabLayout(base_size=config.vocab.base_size, num_units=config.vocab.num_units)
   vocab = config.model.vocab_size if config.model.vocab_size > 0 else (
       layout.size if kind == "random" else cfg.vocab_size)
-  if kind == "random":
-    cfg = _apply_model_overrides(cfg.replace(vocab_size=vocab), config)
+  if kind == "random":  # special ids from the tokenizer / layout, never the preset's
+    cfg = cfg.replace(vocab_size=vocab, bos_token_id=layout.bos_id, eos_token_id=layout.eos_id)
+    cfg = _apply_model_overrides(cfg, config)
     params = _pure(create_model(cfg, mesh, seed=config.seed))
   else:
     cfg = _apply_model_overrides(cfg, config)
