@@ -1,0 +1,232 @@
+"""Direct preference optimisation (DPO, Rafailov et al. 2023) as slamkit's Slam recipe runs it through trl.
+
+Batches hold pairs as consecutive rows: row 2i is prompt + chosen continuation of pair i, row 2i+1 the same
+prompt + rejected continuation (the keys of `step.BATCH_KEYS`, `loss_mask` = 1 only where the target is a
+continuation token, so prompt tokens never count), plus `ref_logps` [rows]: the reference model's summed
+log-probs of the same continuation tokens, from `make_ref_logps` (reference model in memory) or stored with the
+data by a first pass (only one model in memory). The log-probs come from `loss.token_logprobs`.
+
+Losses (h = (pi_c - ref_c) - (pi_r - ref_r), summed continuation log-probs; trl's names):
+  sigmoid  -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h)    (eps = label_smoothing: conservative DPO)
+  ipo      (h' - 1 / (2 beta))^2 with h' from per-token mean log-probs (trl's length normalisation)
+Metrics as trl logs them: rewards/chosen, rewards/rejected (beta * log ratio), rewards/accuracies,
+rewards/margins, logps/chosen, logps/rejected (means over the pairs).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from slm_jax.sharding import constrain
+from slm_jax.train.loss import kind_nll_sums, token_logprobs
+from slm_jax.train.step import BATCH_KEYS, batch_sharding, global_norm
+
+LOSS_TYPES = ("sigmoid", "ipo")
+DPO_KEYS = BATCH_KEYS + ("ref_logps",)
+METRIC_NAMES = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
+                "logps/rejected")
+
+
+def check_options(beta: float, loss_type: str, label_smoothing: float) -> None:
+  if loss_type not in LOSS_TYPES:
+    raise ValueError(f"dpo.loss_type={loss_type!r}: expected one of {', '.join(LOSS_TYPES)}")
+  if beta <= 0:
+    raise ValueError(f"dpo.beta={beta} must be positive")
+  if not 0.0 <= label_smoothing < 0.5:
+    raise ValueError(f"dpo.label_smoothing={label_smoothing} must lie in [0, 0.5)")
+  if loss_type == "ipo" and label_smoothing:
+    raise ValueError("dpo.label_smoothing applies to the sigmoid loss only")
+
+
+def sequence_logps(graphdef, params, batch: dict, loss_chunk: int = 512) -> tuple[jax.Array, jax.Array]:
+  """(sum of log p over each row's continuation tokens [rows], per-token log p [rows, T])."""
+  model = nnx.merge(graphdef, params)
+  hidden = model(batch["input_ids"], batch["positions"], batch["segment_ids"])
+  lp = token_logprobs(model, hidden, batch["targets"], chunk_size=loss_chunk)
+  lp = jnp.where(batch["loss_mask"] > 0, lp, 0.0)
+  return lp.sum(-1), lp
+
+
+def dpo_loss(policy_logps: jax.Array, ref_logps: jax.Array, counts: jax.Array, beta: float,
+             loss_type: str = "sigmoid", label_smoothing: float = 0.0) -> tuple[jax.Array, dict]:
+  """Per-pair losses [pairs] and per-pair metrics from summed log-probs [2 * pairs] (chosen, rejected rows
+  alternating) and continuation token counts [2 * pairs]."""
+  pc, pr = policy_logps[0::2], policy_logps[1::2]
+  rc, rr = ref_logps[0::2], ref_logps[1::2]
+  chosen_ratio, rejected_ratio = pc - rc, pr - rr
+  if loss_type == "sigmoid":
+    h = chosen_ratio - rejected_ratio
+    losses = (-jax.nn.log_sigmoid(beta * h) * (1.0 - label_smoothing)
+              - jax.nn.log_sigmoid(-beta * h) * label_smoothing)
+  elif loss_type == "ipo":
+    n = jnp.maximum(counts, 1.0)
+    h = chosen_ratio / n[0::2] - rejected_ratio / n[1::2]
+    losses = (h - 1.0 / (2.0 * beta)) ** 2
+  else:
+    raise ValueError(f"unknown DPO loss_type {loss_type!r} (expected one of {', '.join(LOSS_TYPES)})")
+  rc_, rr_ = jax.lax.stop_gradient(beta * chosen_ratio), jax.lax.stop_gradient(beta * rejected_ratio)
+  metrics = {"rewards/chosen": rc_, "rewards/rejected": rr_,
+             "rewards/accuracies": (rc_ > rr_).astype(jnp.float32), "rewards/margins": rc_ - rr_,
+             "logps/chosen": jax.lax.stop_gradient(pc), "logps/rejected": jax.lax.stop_gradient(pr)}
+  return losses, metrics
+
+
+def split_pairs(batch: dict, n: int) -> dict:
+  """[rows, ...] -> [n, rows / n, ...] keeping each pair's two rows together (micro-batch k: pairs k, k+n, ...)."""
+  def one(x):
+    pairs = x.shape[0] // 2
+    if pairs % n:
+      raise ValueError(f"{pairs} pairs do not divide into micro_batches={n}")
+    y = x.reshape(pairs // n, n, 2, *x.shape[1:]).swapaxes(0, 1).reshape(n, 2 * (pairs // n), *x.shape[1:])
+    return constrain(y, (None, "batch", "length")[:y.ndim])
+  return {k: one(v) for k, v in batch.items()}
+
+
+def _pair_sums(graphdef, params, mb, beta, loss_type, label_smoothing, loss_chunk, valid):
+  """(sum of pair losses, aux sums) of one micro-batch; `valid` [pairs] drops empty padding pairs."""
+  logps, lp = sequence_logps(graphdef, params, mb, loss_chunk)
+  m = mb["loss_mask"].astype(jnp.float32)
+  counts = m.sum(-1)
+  losses, per_pair = dpo_loss(logps, mb["ref_logps"].astype(jnp.float32), counts, beta, loss_type,
+                              label_smoothing)
+  losses = jnp.where(valid, losses, 0.0)
+  kind_sum, kind_count = kind_nll_sums(jax.lax.stop_gradient(lp), m, mb["kind"])
+  sums = {k: jnp.where(valid, v, 0.0).sum() for k, v in per_pair.items()}
+  return losses.sum(), (sums, valid.astype(jnp.float32).sum(), m.sum(), kind_sum, kind_count)
+
+
+def pair_valid(batch: dict) -> jax.Array:
+  """[pairs] bool: pairs with at least one label (empty padding pairs are False)."""
+  m = batch["loss_mask"]
+  return m.reshape(-1, 2, m.shape[-1]).sum((1, 2)) > 0
+
+
+def batch_loss(graphdef, params, batch: dict, *, beta: float = 0.1, loss_type: str = "sigmoid",
+               label_smoothing: float = 0.0, loss_chunk: int = 512) -> tuple[jax.Array, dict]:
+  """(mean DPO loss over the batch's pairs, trl metrics averaged over them): the objective of `make_dpo_step`."""
+  valid = pair_valid(batch)
+  total, (sums, pairs, _, _, _) = _pair_sums(graphdef, params, batch, beta, loss_type, label_smoothing, loss_chunk,
+                                             valid)
+  n = jnp.maximum(pairs, 1.0)
+  return total / n, {k: v / n for k, v in sums.items()}
+
+
+def make_dpo_step(graphdef, tx: optax.GradientTransformation, lr_fn: Callable | None = None, *, beta: float = 0.1,
+                  loss_type: str = "sigmoid", label_smoothing: float = 0.0, micro_batches: int = 1,
+                  loss_chunk: int = 512, nan_at_step: int = 0):
+  """step(params, opt_state, batch, step) -> (params, opt_state, metrics), like `step.make_train_step`.
+
+  The loss is the mean over the global batch's pairs (also across micro-batches); `count` is the number of
+  continuation label tokens (the trainer's token count); a non-finite loss or gradient keeps the old state.
+  """
+  check_options(beta, loss_type, label_smoothing)
+
+  def step(params, opt_state, batch, step_no):
+    batch = {k: batch[k] for k in DPO_KEYS}
+    pairs_total = batch["input_ids"].shape[0] // 2
+
+    def loss_fn(p, mb):
+      total, aux = _pair_sums(graphdef, p, mb, beta, loss_type, label_smoothing, loss_chunk, pair_valid(mb))
+      if nan_at_step > 0:
+        total = total * jnp.where(step_no + 1 == nan_at_step, jnp.nan, 1.0)
+      return total / pairs_total, (total, aux)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if micro_batches == 1:
+      (_, (total, aux)), grads = grad_fn(params, batch)
+    else:
+      def body(acc, mb):
+        g_acc, a_acc = acc
+        (_, a), g = grad_fn(params, mb)
+        return (jax.tree.map(lambda x, y: x + y.astype(jnp.float32), g_acc, g), jax.tree.map(jnp.add, a_acc, a)), None
+
+      zeros_g = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), params)
+      zeros_a = (jnp.zeros(()), ({k: jnp.zeros(()) for k in METRIC_NAMES}, jnp.zeros(()), jnp.zeros(()),
+                                 jnp.zeros(3), jnp.zeros(3)))
+      (grads, (total, aux)), _ = jax.lax.scan(body, (zeros_g, zeros_a), split_pairs(batch, micro_batches))
+    sums, pairs, count, kind_sum, kind_count = aux
+    scale = pairs_total / jnp.maximum(pairs, 1.0)  # padding pairs (validation) are not in the mean
+    grads = jax.tree.map(lambda g, p: (g * scale).astype(p.dtype), grads, params)
+    loss = total / jnp.maximum(pairs, 1.0)
+    grad_norm = global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, new_opt = tx.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    metrics = {"loss": loss, "count": count, "kind_nll": kind_sum, "kind_count": kind_count,
+               "grad_norm": grad_norm, "finite": finite.astype(jnp.int32), "pairs": pairs,
+               "lr": jnp.asarray(lr_fn(step_no) if lr_fn is not None else 0.0, jnp.float32),
+               **{k: v / jnp.maximum(pairs, 1.0) for k, v in sums.items()}}
+    return keep(new_params, params), keep(new_opt, opt_state), metrics
+
+  return step
+
+
+def make_dpo_eval_step(graphdef, *, beta: float = 0.1, loss_type: str = "sigmoid", label_smoothing: float = 0.0,
+                       loss_chunk: int = 512):
+  """eval(params, batch) -> sums: nll (DPO loss) and count (pairs), so val_loss = mean pair loss; kind_nll /
+  kind_count (policy NLL of the continuations); the trl metrics summed over pairs."""
+  check_options(beta, loss_type, label_smoothing)
+
+  def evaluate(params, batch):
+    total, (sums, pairs, _, ks, kc) = _pair_sums(graphdef, params, batch, beta, loss_type, label_smoothing,
+                                                  loss_chunk, pair_valid(batch))
+    return {"nll": total, "count": pairs, "kind_nll": ks, "kind_count": kc, **sums}
+
+  return evaluate
+
+
+def make_ref_logps(graphdef, loss_chunk: int = 512):
+  """ref(params, batch) -> summed continuation log-probs [rows] (no gradient): the reference forward."""
+  def ref(params, batch):
+    return jax.lax.stop_gradient(sequence_logps(graphdef, params, batch, loss_chunk)[0])
+  return ref
+
+
+def _batch_shardings(mesh: Mesh, keys) -> dict:
+  bs = batch_sharding(mesh)
+  rows = NamedSharding(mesh, P(*bs.spec[:1]))
+  return {k: rows if k == "ref_logps" else bs for k in keys}
+
+
+def jit_dpo_step(step_fn, mesh: Mesh, param_shardings, opt_shardings):
+  """jax.jit of a DPO step with explicit shardings (params and optimizer state donated); run(params, opt_state,
+  batch, step) like `step.jit_train_step`, the batch with `ref_logps`."""
+  rep = NamedSharding(mesh, P())
+  jitted = jax.jit(step_fn, in_shardings=(param_shardings, opt_shardings, _batch_shardings(mesh, DPO_KEYS), rep),
+                   out_shardings=(param_shardings, opt_shardings, rep), donate_argnums=(0, 1))
+
+  def run(params, opt_state, batch, step_no):
+    with jax.set_mesh(mesh):
+      return jitted(params, opt_state, {k: batch[k] for k in DPO_KEYS}, jnp.asarray(step_no, jnp.int32))
+
+  run.jitted = jitted
+  return run
+
+
+def jit_dpo_eval(eval_fn, mesh: Mesh, param_shardings):
+  rep = NamedSharding(mesh, P())
+  jitted = jax.jit(eval_fn, in_shardings=(param_shardings, _batch_shardings(mesh, DPO_KEYS)), out_shardings=rep)
+
+  def run(params, batch):
+    with jax.set_mesh(mesh):
+      return jitted(params, {k: batch[k] for k in DPO_KEYS})
+
+  return run
+
+
+def jit_ref_logps(ref_fn, mesh: Mesh, param_shardings):
+  """jax.jit of the reference forward; run(ref_params, batch) -> [rows] sharded like the batch rows."""
+  jitted = jax.jit(ref_fn, in_shardings=(param_shardings, _batch_shardings(mesh, BATCH_KEYS)),
+                   out_shardings=_batch_shardings(mesh, ("ref_logps",))["ref_logps"])
+
+  def run(params, batch):
+    with jax.set_mesh(mesh):
+      return jitted(params, {k: batch[k] for k in BATCH_KEYS})
+
+  return run
