@@ -237,34 +237,51 @@ def _drop_tokens_from(tok_dir: str, first: int) -> None:
     json.dump(spec, f, ensure_ascii=False)
 
 
+def qwen2_5_coder_tokenizer_dir() -> str:
+  """The real 151,665-token Qwen2.5 tokenizer from the GGUF: its [PAD151665]..[PAD151935] placeholders dropped and
+  its BOS unset (the GGUF names <|endoftext|>; Qwen2.5's own tokenizer adds no BOS)."""
+  out = os.path.join(cache_dir(), "qwen2_5_coder_tokenizer")
+  if os.path.exists(os.path.join(out, "tokenizer.json")):
+    return out
+  gguf = qwen2_5_coder_gguf()
+  import transformers
+  tok = transformers.AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
+  tok.bos_token = None
+  tok.add_bos_token = False
+  stage = tempfile.mkdtemp(dir=cache_dir(), prefix="qwen2_5_coder_tokenizer.")
+  tok.save_pretrained(stage)
+  _drop_tokens_from(stage, QWEN_BASE_VOCAB)
+  check = transformers.AutoTokenizer.from_pretrained(stage)
+  if len(check) != QWEN_BASE_VOCAB or check.bos_token_id is not None:
+    raise RuntimeError(f"{stage}: tokenizer has {len(check)} tokens, bos {check.bos_token_id}; expected "
+                       f"{QWEN_BASE_VOCAB} and none")
+  try:
+    os.replace(stage, out)
+  except OSError:  # another process finished first
+    shutil.rmtree(stage, ignore_errors=True)
+  return out
+
+
 def qwen2_5_coder_hf_dir() -> str:
-  """Qwen2.5-Coder-0.5B-Instruct as an fp32 HF folder, de-quantised once from the GGUF by transformers (~2.5 min
-  on 2 cores). The tokenizer is the real 151,665-token Qwen2.5 one: the GGUF's [PAD...] placeholder tokens are
-  dropped and its BOS unset (Qwen2.5 adds none; the GGUF names <|endoftext|>). The embedding keeps 151,936 rows."""
+  """Qwen2.5-Coder-0.5B-Instruct as an fp32 HF folder (model de-quantised once from the GGUF by transformers,
+  ~2.5 min on 2 cores; the embedding keeps its 151,936 rows) with `qwen2_5_coder_tokenizer_dir()`'s tokenizer."""
   out = os.path.join(cache_dir(), "qwen2_5_coder_0_5b_hf")
   if os.path.exists(os.path.join(out, "config.json")):
     return out
-  gguf = qwen2_5_coder_gguf()
+  tok_dir, gguf = qwen2_5_coder_tokenizer_dir(), qwen2_5_coder_gguf()
   import torch
   import transformers
-  gdir, name = os.path.dirname(gguf), os.path.basename(gguf)
-  model = transformers.AutoModelForCausalLM.from_pretrained(gdir, gguf_file=name, dtype=torch.float32)
-  tok = transformers.AutoTokenizer.from_pretrained(gdir, gguf_file=name)
+  model = transformers.AutoModelForCausalLM.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf),
+                                                            dtype=torch.float32)
   model.hf_quantizer = None
   if hasattr(model.config, "quantization_config"):
     del model.config.quantization_config
   model.config.bos_token_id = None
   model.generation_config.bos_token_id = None
-  tok.bos_token = None
-  tok.add_bos_token = False
   stage = tempfile.mkdtemp(dir=cache_dir(), prefix="qwen2_5_coder_0_5b_hf.")
   model.save_pretrained(stage)
-  tok.save_pretrained(stage)
-  _drop_tokens_from(stage, QWEN_BASE_VOCAB)
-  check = transformers.AutoTokenizer.from_pretrained(stage)
-  if len(check) != QWEN_BASE_VOCAB or check.bos_token_id is not None or check("a")["input_ids"] != [64]:
-    raise RuntimeError(f"{stage}: tokenizer has {len(check)} tokens, bos {check.bos_token_id}; expected "
-                       f"{QWEN_BASE_VOCAB} and none")
+  for f in os.listdir(tok_dir):
+    shutil.copy(os.path.join(tok_dir, f), stage)
   try:
     os.replace(stage, out)
   except OSError:  # another process finished first
