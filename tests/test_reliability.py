@@ -203,3 +203,127 @@ def test_two_trainers_on_one_workdir_then_a_stale_lock(tmp_path):
   assert "taking over the stale lock" in r.stderr and f"process {winner.pid} is gone" in r.stderr
   assert "resuming from" in r.stdout and json.loads(r.stdout.strip().splitlines()[-1])["step"] == max(steps) + 2
   assert not os.path.exists(os.path.join(workdir, "train.lock"))
+
+
+# ---------------------------------------------------------------- restoring past a damaged checkpoint
+
+def _losses(workdir) -> dict:
+  from slm_jax.train.metrics import read_jsonl
+  return {r["step"]: r["loss"] for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))}
+
+
+def _truncate_largest_array(step_dir):
+  data = os.path.join(step_dir, "params", "d")  # the OCDBT data files the params manifest points to
+  big = max((os.path.join(data, f) for f in os.listdir(data)), key=os.path.getsize)
+  with open(big, "r+b") as f:
+    f.truncate(1000)
+
+
+DAMAGE = {
+    "truncated_array_file": _truncate_largest_array,
+    "missing_data_iterator_state": lambda d: os.remove(os.path.join(d, "data", "process_0-of-1.json")),
+    "missing_metadata_file": lambda d: os.remove(os.path.join(d, "meta", "metadata")),
+}
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+  """8 uninterrupted steps with checkpoints at 2, 4, 6, 8."""
+  from slm_jax.train import trainer
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  out = trainer.train(_tiny(total_steps=8, checkpoint_every=2, keep_last=4), workdir)
+  assert out["status"] == "total_steps" and sorted(_losses(workdir)) == list(range(1, 9))
+  return workdir
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_restore_goes_past_a_damaged_newest_step(reference_run, tmp_path, damage, capsys):
+  import shutil
+  from slm_jax.train import trainer
+  workdir = str(tmp_path / "run")
+  shutil.copytree(reference_run, workdir)
+  ckpt = os.path.join(workdir, "checkpoints")
+  DAMAGE[damage](os.path.join(ckpt, "8"))
+  out = trainer.train(_tiny(total_steps=8, checkpoint_every=2, keep_last=4), workdir)
+  assert "resuming from" in capsys.readouterr().out and out["step"] == 8
+  assert _losses(workdir) == _losses(reference_run)  # steps 7 and 8 recomputed from step 6: the same losses
+  assert sorted(int(n) for n in os.listdir(ckpt) if n.isdigit()) == [2, 4, 6, 8]
+  kept = os.listdir(ckpt + ".damaged")  # set aside, not deleted
+  assert len(kept) == 1 and kept[0].startswith("8-")
+
+
+def test_no_restorable_step_is_a_clear_error_listing_each_step(reference_run, tmp_path):
+  import shutil
+  from slm_jax.train import trainer
+  workdir = str(tmp_path / "run")
+  shutil.copytree(reference_run, workdir)
+  ckpt = os.path.join(workdir, "checkpoints")
+  for step in (2, 4, 6, 8):
+    DAMAGE["missing_metadata_file" if step % 4 else "missing_data_iterator_state"](os.path.join(ckpt, str(step)))
+  with pytest.raises(trainer.NoRestorableCheckpoint) as e:
+    trainer.train(_tiny(total_steps=10, checkpoint_every=2, keep_last=4), workdir)
+  lines = str(e.value).splitlines()
+  assert "nothing was deleted" in lines[0] and [ln.split(":")[0].strip() for ln in lines[1:]] == [
+      "step 8", "step 6", "step 4", "step 2"]
+  assert "process_0-of-1.json" in lines[1] and "metadata" in lines[2]
+  assert sorted(int(n) for n in os.listdir(ckpt) if n.isdigit()) == [2, 4, 6, 8]
+  assert not os.path.exists(ckpt + ".damaged") and not os.path.exists(os.path.join(workdir, "train.lock"))
+
+
+# ---------------------------------------------------------------- clean shutdown
+
+class _FailingIterator:
+  """A training iterator whose `fail_at`-th batch raises (a data error in the middle of a run)."""
+
+  def __init__(self, inner, fail_at):
+    self.inner, self.fail_at, self.n = inner, fail_at, 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    self.n += 1
+    if self.n == self.fail_at:
+      raise OSError("record 123 of shard 7: unreadable")
+    return next(self.inner)
+
+  def get_state(self):
+    return self.inner.get_state()
+
+  def set_state(self, state):
+    self.inner.set_state(state)
+
+
+def test_an_error_in_the_loop_closes_everything_and_the_save_in_flight_completes(tmp_path, monkeypatch):
+  from slm_jax.checkpoint import orbax_io
+  from slm_jax.train import trainer
+  make = trainer.data_lib.make_iterator
+  monkeypatch.setattr(trainer.data_lib, "make_iterator",
+                      lambda *a, **k: _FailingIterator(make(*a, **k), fail_at=6) if a[3] == "train" else make(*a, **k))
+  closed = []
+  monkeypatch.setattr(trainer.MetricsWriter, "close", lambda self: closed.append("writer"))
+  workdir = str(tmp_path)
+  with pytest.raises(OSError, match="record 123"):  # batch 6 is fetched while step 5 runs, after step 4's save
+    trainer.train(_tiny(total_steps=8, checkpoint_every=4), workdir)
+  assert closed == ["writer"] and not os.path.exists(os.path.join(workdir, "train.lock"))
+  ckpt = os.path.join(workdir, "checkpoints")
+  assert orbax_io.read_meta(ckpt)[1] == 4  # the async save of step 4 was waited for: complete
+  assert [n for n in os.listdir(ckpt) if "tmp" in n] == []
+
+
+def test_ctrl_c_saves_like_sigterm(tmp_path):
+  import time
+  from slm_jax.checkpoint import orbax_io
+  workdir = str(tmp_path)
+  proc = subprocess.Popen(_train_cmd(workdir, "--config.total_steps=100000", "--config.checkpoint_every=100000"),
+                          cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  t = time.time()
+  while max(_losses(workdir) or [0]) < 3:
+    assert proc.poll() is None and time.time() - t < 240, proc.communicate()[1][-3000:]
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=240)
+  assert proc.returncode == 0, err[-3000:]
+  summary = json.loads(out.strip().splitlines()[-1])
+  assert summary["status"] == "interrupted" and "SIGINT received" in out
+  assert orbax_io.read_meta(os.path.join(workdir, "checkpoints"))[1] == summary["step"] == max(_losses(workdir))

@@ -148,6 +148,9 @@ def test_token_budget_stop_and_checkpoint_loads_for_eval(tmp_path):
   model, meta, step = orbax_io.load_model(str(tmp_path / "checkpoints"), make_mesh())
   assert step == out["step"] and meta["kind"] == "train" and meta["tokens_seen"] == out["tokens_seen"]
   assert meta["vocab_layout"]["num_units"] == 100 and model.cfg.hidden_size == 32
+  shardings = (tmp_path / trainer.SHARDINGS_FILE).read_text().splitlines()  # sharding.describe at the start
+  assert shardings[0] == "mesh {'data': 1, 'fsdp': 8, 'tensor': 1}"
+  assert any(ln.split()[:2] == ["model.embed_tokens.embedding", "(384,"] and "'fsdp'" in ln for ln in shardings)
 
 
 def test_planted_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
@@ -192,3 +195,56 @@ def test_two_processes_match_one_process_and_resume(tmp_path):
   got, want = _losses(multi), _losses(single)
   assert sorted(got) == list(range(1, STEPS + 1))
   np.testing.assert_allclose([got[s] for s in range(1, 13)], [want[s] for s in range(1, 13)], rtol=1e-5)
+
+
+# ---------------------------------------------------------------- the trainer's parts
+
+class _Clock:
+  def __init__(self):
+    self.t = 100.0
+
+  def __call__(self):
+    return self.t
+
+
+def test_chrono_skips_the_compiling_step_and_gives_throughput_and_eta():
+  clock = _Clock()
+  c = trainer.Chrono(tokens_per_step=1000, step_limit=10, token_budget=0.0, flops_per_token=6e6, n_devices=2,
+                     peak=1e12, clock=clock)
+  clock.t += 30.0  # step 1: compilation, not timed
+  c.tick()
+  for _ in range(4):  # steps 2..5: 2 s each
+    clock.t += 2.0
+    c.tick()
+  r = c.report(step=5, tokens_seen=2000, tokens_processed=5000)
+  assert r["tokens_per_s"] == 500.0 and r["eta_s"] == 10.0  # 5 steps left at 2 s
+  assert r["tflops_per_device"] == 500.0 * 6e6 / 2 / 1e12 and r["mfu"] == 500.0 * 6e6 / 2 / 1e12
+  c.restart()  # after logging / evaluation: a new interval
+  clock.t += 1.0
+  c.tick()
+  assert c.report(step=6, tokens_seen=2400, tokens_processed=6000)["eta_s"] == 4.0
+  # token budget: 8000 label tokens left at 0.4 labels per processed token and 1000 tokens/s
+  b = trainer.Chrono(1000, 0, 10_000.0, 6e6, 1, None, clock=clock)
+  b.tick()
+  clock.t += 1.0
+  b.tick()
+  r = b.report(step=2, tokens_seen=2000, tokens_processed=5000)
+  assert r["eta_s"] == 8000 / 0.4 / 1000 and r["mfu"] is None
+  assert np.isnan(trainer.Chrono(1, 0, 0.0, 1.0, 1, None, clock=clock).report(0, 0, 0)["eta_s"])
+
+
+def test_stopper_reasons_in_order():
+  clock = _Clock()
+  sig = trainer.SignalFlag(enabled=False)
+  c = _tiny(total_steps=10, token_budget=500.0, max_wall_s=60.0)
+  stop = trainer.Stopper(c, step_limit=10, t_start=clock.t, signals=sig, clock=clock)
+  assert stop(3, 100, out_of_data=False) is None
+  assert stop(3, 100, out_of_data=True) == "data_exhausted"
+  sig.raised = "SIGTERM"
+  assert stop(3, 100, False) == "preempted"
+  sig.raised = "SIGINT"
+  assert stop(3, 100, False) == "interrupted"
+  clock.t += 61
+  assert stop(3, 100, False) == "wall_clock"
+  assert stop(3, 500, False) == "token_budget"
+  assert stop(10, 500, False) == "total_steps"

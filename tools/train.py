@@ -40,7 +40,7 @@ def main(argv):
   distributed.initialize(_DISTRIBUTED.value, _COORD.value, _NPROC.value, _PID.value)
   try:
     summary = trainer.train(_CONFIG.value, _WORKDIR.value)
-  except (validate.ConfigError, trainer.WorkdirLocked) as e:
+  except (validate.ConfigError, trainer.WorkdirLocked, trainer.NoRestorableCheckpoint) as e:
     _fail(e, 2)
   except trainer.NonFiniteError as e:
     _fail(e, 3)

@@ -4,12 +4,16 @@ A step folder holds `params` (nnx pure dict, what `orbax_io.load_model` reads), 
 plus the resolved training config), `opt_state`, `train_state` (step, label tokens seen, RNG, elapsed time)
 and `data` (the iterator state of every process, grain's one-file-per-process handler). Orbax writes each
 step into a temporary folder and renames it when complete, so a run killed mid-save resumes from the
-previous complete step.
+previous complete step. `restore_newest` goes past a damaged step to the next older one and sets the damaged
+ones aside (`<directory>.damaged/`), never deleting any.
 """
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import time
+from typing import Callable
 
 import grain
 import jax
@@ -35,6 +39,20 @@ def _options(keep_last: int, keep_every: int, async_save: bool) -> ocp.Checkpoin
 def abstract_like(tree, shardings):
   """ShapeDtypeStructs carrying the target NamedShardings (restore onto any mesh)."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+class NoRestorableCheckpoint(RuntimeError):
+  """No step of a run's checkpoint folder could be restored; `failures` is [(step, reason), ...]."""
+
+  def __init__(self, directory: str, failures: list[tuple[int, str]]):
+    self.failures = failures
+    super().__init__(f"no checkpoint step in {directory} can be restored (nothing was deleted):\n" + "\n".join(
+        f"  step {s}: {r}" for s, r in failures))
+
+
+def _reason(error: BaseException) -> str:
+  text = " ".join(str(error).split())
+  return f"{type(error).__name__}: {text[:400]}"
 
 
 class Checkpointer:
@@ -68,6 +86,45 @@ class Checkpointer:
     out = self.mngr.restore(step, args=ocp.args.Composite(**items))
     return out[PARAMS], out[OPT_STATE], out[TRAIN_STATE], out[META]
 
+  def restore_newest(self, attempt: Callable[[int], object], agree: Callable[[bool], bool] = bool,
+                     set_aside: bool = True):
+    """(step, attempt(step)) for the newest step that restores, trying older ones after a failure.
+
+    `agree(ok)` is True only when every process restored the step (multi-host). The steps newer than the one
+    restored are moved to `<directory>.damaged/` (so the run can save those step numbers again) when
+    `set_aside`; none is deleted. Raises NoRestorableCheckpoint with each step's reason when none restores.
+    """
+    failures = []
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        out, error = attempt(step), None
+      except Exception as e:  # a damaged or incomplete step: any reader error
+        out, error = None, e
+      if not agree(error is None):
+        reason = _reason(error) if error is not None else "another process could not restore it"
+        logging.warning("checkpoint step %d in %s cannot be restored (%s); trying the next older step", step,
+                        self.directory, reason)
+        failures.append((step, reason))
+        continue
+      if failures and set_aside:
+        self._set_aside([s for s, _ in failures])
+      return step, out
+    raise NoRestorableCheckpoint(self.directory, failures)
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Moves damaged step folders out of the manager's sight (process 0), keeping them for inspection."""
+    if jax.process_index() == 0:
+      dest_root = self.directory + ".damaged"
+      os.makedirs(dest_root, exist_ok=True)
+      for step in steps:
+        dest = os.path.join(dest_root, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.move(os.path.join(self.directory, str(step)), dest)
+        logging.warning("checkpoint step %d moved to %s (it could not be restored)", step, dest)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices("checkpoint_set_aside")
+    self.mngr.reload()
+
   def reached_preemption(self, step: int) -> bool:
     """True on every process once the cluster's preemption notice reached this step (multi-host)."""
     try:
@@ -79,5 +136,8 @@ class Checkpointer:
     self.mngr.wait_until_finished()
 
   def close(self) -> None:
-    self.mngr.wait_until_finished()
-    self.mngr.close()
+    """Waits for a save in flight (it completes whole; one killed mid-way is discarded on the next start)."""
+    try:
+      self.mngr.wait_until_finished()
+    finally:
+      self.mngr.close()
