@@ -3,6 +3,7 @@
   tools/prepare_data.py --kind=interleaved --input='feats/*.jsonl' --alignment_dir=meta --out_dir=data/inter
   tools/prepare_data.py --kind=speech --input=feats/train.jsonl --out_dir=data/speech
   tools/prepare_data.py --kind=text --input='text/*.jsonl,books/*.txt' --out_dir=data/text
+  tools/prepare_data.py --kind=preference --input=pairs_features.jsonl --out_dir=data/preference
 
 Inputs: slamkit features JSONL (units, duration, file_name; interleaved also needs `<stem>.json` alignments with
 `aligned_text`, in --alignment_dir or next to the audio), slamkit tokens JSONL (file_name, audio_repr), or text
@@ -14,7 +15,8 @@ import sys
 
 from absl import app, flags
 
-_KIND = flags.DEFINE_enum("kind", None, ["interleaved", "speech", "text"], "Kind of documents to make.")
+_KIND = flags.DEFINE_enum("kind", None, ["interleaved", "speech", "text", "preference"],
+                          "Kind of documents to make (preference: slamkit's spoken preference pairs, for DPO).")
 _INPUT = flags.DEFINE_list("input", None, "Input files: comma-separated globs (** allowed).")
 _OUT = flags.DEFINE_string("out_dir", None, "Output folder.")
 _ALIGN = flags.DEFINE_string("alignment_dir", None, "Folder of <stem>.json alignments (default: next to the audio).")
@@ -29,6 +31,9 @@ _NUM_UNITS = flags.DEFINE_integer("num_units", 500, "Unit vocabulary size (ids m
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "HF tokenizer folder to count text tokens in the manifest.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a prepared dataset already in --out_dir.")
 _TOLERANCE = flags.DEFINE_float("time_tolerance", 0.04, "Seconds a word may end past the end of the audio.")
+_REPETITION = flags.DEFINE_bool("repetition_filter", True, "Preference pairs with prompt_text and chosen_text: drop "
+                                "them unless auto-BLEU-2 of prompt + chosen text < --max_auto_bleu (slamkit).")
+_MAX_BLEU = flags.DEFINE_float("max_auto_bleu", 0.3, "Threshold of the preference repetition filter.")
 flags.mark_flags_as_required(["kind", "input", "out_dir"])
 
 
@@ -36,6 +41,17 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from slm_jax.data import prepare, slamkit
+  if _KIND.value == "preference":
+    from slm_jax.data import preference
+    try:
+      preference.prepare(_INPUT.value, _OUT.value, num_units=_NUM_UNITS.value, strict=_STRICT.value,
+                         validation_fraction=_VAL_FRACTION.value, validation_count=_VAL_COUNT.value,
+                         records_per_shard=_SHARD.value, repetition_filter=_REPETITION.value,
+                         max_auto_bleu=_MAX_BLEU.value, overwrite=_OVERWRITE.value)
+    except (slamkit.Rejected, FileNotFoundError, FileExistsError) as e:
+      print(f"ERROR: {e}", file=sys.stderr, flush=True)
+      sys.exit(2)
+    return
   cfg = prepare.PrepareConfig(
       kind=_KIND.value, inputs=_INPUT.value, out_dir=_OUT.value, alignment_dir=_ALIGN.value, strict=_STRICT.value,
       validation_fraction=_VAL_FRACTION.value, validation_count=_VAL_COUNT.value, records_per_shard=_SHARD.value,

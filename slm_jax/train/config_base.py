@@ -33,14 +33,20 @@ def base_config() -> ml_collections.ConfigDict:
   c.vocab = ml_collections.ConfigDict(dict(tokenizer="", num_units=500, layout="", base_size=0))
 
   c.data = ml_collections.ConfigDict(dict(
-      kind="pipeline",          # pipeline | synthetic
-      sources=ml_collections.ConfigDict({"interleaved": "", "speech": "", "text": ""}),  # prepared folders
+      kind="pipeline",          # pipeline | synthetic | preference (pairs for objective='dpo')
+      sources=ml_collections.ConfigDict({"interleaved": "", "speech": "", "text": "", "preference": ""}),
       weights=ml_collections.ConfigDict(dict(SIMS_WEIGHTS)),
       interleave_mode="per_epoch",
       num_workers=0,
       num_epochs=ml_collections.config_dict.placeholder(int)))  # None: repeat forever
 
   c.objective = "lm"            # what the step optimises: lm (next-token pre-training); see train/program.py
+  # objective='dpo' (slm_jax/train/dpo.py): trl's DPO as slamkit's Slam recipe runs it; global_batch_size = pairs
+  c.dpo = ml_collections.ConfigDict(dict(
+      beta=0.1, loss_type="sigmoid",  # sigmoid | ipo
+      label_smoothing=0.0,      # > 0: conservative DPO (sigmoid loss)
+      reference="model",        # model: frozen copy of the init in memory | precomputed: a first pass stores them
+      max_prompt_len=0))        # prompts keep their last tokens; 0: seq_len // 2
   c.seq_len = 2048
   c.global_batch_size = 64      # sequences per optimizer step, over all devices and micro-batches
   c.micro_batches = 1           # gradient accumulation steps inside one jit'd step
