@@ -55,7 +55,7 @@ def build_program(config, cfg: ModelConfig, mesh: Mesh, schedule_steps: int) -> 
   train_fn = step_lib.jit_train_step(
       step_lib.make_train_step(graphdef, tx, lr_fn, micro_batches=config.micro_batches,
                                loss_chunk=config.loss_chunk, nan_at_step=config.inject_nan_at_step,
-                               fused_loss=config.fused_loss),
+                               fused_loss=config.fused_loss, param_shardings=param_sh),
       mesh, param_sh, opt_sh)
   eval_fn = step_lib.jit_eval_step(step_lib.make_eval_step(graphdef, config.loss_chunk), mesh, param_sh)
   return Program(mesh=mesh, cfg=cfg, graphdef=graphdef, param_shardings=param_sh, abstract_params=abstract_params,

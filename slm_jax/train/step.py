@@ -62,8 +62,11 @@ def global_norm(tree) -> jax.Array:
 
 def make_train_step(graphdef, tx: optax.GradientTransformation, lr_fn: Callable | None = None, *,
                     micro_batches: int = 1, loss_chunk: int = 512, nan_at_step: int = 0, packed: bool = True,
-                    fused_loss: bool = True):
+                    fused_loss: bool = True, param_shardings=None):
   """step(params, opt_state, batch, step) -> (params, opt_state, metrics). Pure; jit it with `jit_train_step`.
+
+  param_shardings: the params' NamedShardings; the fp32 gradient accumulator of micro-batching is held in
+  them (otherwise XLA may keep it whole on every device).
 
   fused_loss: take the loss gradient from `loss.fused_nll_sum` (no logits recomputation in the backward pass);
   False differentiates through `loss.token_logprobs` instead (same values, more FLOPs).
@@ -94,6 +97,8 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, lr_fn: Callable 
                 jax.tree.map(jnp.add, a_acc, aux)), None
 
       zeros_g = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), params)
+      if param_shardings is not None:
+        zeros_g = jax.lax.with_sharding_constraint(zeros_g, param_shardings)
       zeros_a = (jnp.zeros(()), jnp.zeros(()), jnp.zeros(3), jnp.zeros(3))
       (grads, aux), _ = jax.lax.scan(body, (zeros_g, zeros_a), mbs)
     nll_sum, count, kind_sum, kind_count = aux
@@ -127,17 +132,29 @@ def batch_sharding(mesh: Mesh, seq_len: int | None = None) -> NamedSharding:
   return NamedSharding(mesh, logical_to_spec(("batch", "length"), None, mesh))
 
 
+def opt_state_shardings(tx, abstract_params, param_shardings, mesh: Mesh):
+  """NamedShardings of `tx`'s state: every parameter-shaped leaf (moments, master copies) gets exactly its
+  parameter's sharding, whatever nesting optax uses (chain, masked, inject_hyperparams); other leaves
+  (step counts, scalars) are replicated. XLA left alone replicates the state (its zeros do not depend on the
+  params), so it must be given explicitly."""
+  rep = NamedSharding(mesh, P())
+  abstract_opt = jax.eval_shape(tx.init, abstract_params)
+
+  def like_param(leaf, param, sh):
+    if leaf is None or isinstance(leaf, optax.MaskedNode):
+      return leaf
+    if tuple(leaf.shape) != tuple(param.shape):
+      raise ValueError(f"optimizer state leaf {leaf.shape} does not have its parameter's shape {param.shape}")
+    return sh
+
+  return optax.tree_map_params(tx, like_param, abstract_opt, abstract_params, param_shardings,
+                               transform_non_params=lambda x: rep,
+                               is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+
+
 def compile_opt_init(tx, abstract_params, param_shardings, mesh: Mesh):
-  """(tx.init jitted, its output NamedShardings on `mesh`): moments laid out like their parameters, scalars
-  (step counts) replicated."""
-  def named(s):
-    if isinstance(s, NamedSharding) and s.mesh == mesh:
-      return s
-    if s.is_fully_replicated:
-      return NamedSharding(mesh, P())
-    raise ValueError(f"optimizer state sharding {s} is not a NamedSharding on the training mesh")
-  compiled = jax.jit(tx.init, in_shardings=(param_shardings,)).lower(abstract_params).compile()
-  out = jax.tree.map(named, compiled.output_shardings)
+  """(tx.init jitted, its output NamedShardings on `mesh`, from `opt_state_shardings`)."""
+  out = opt_state_shardings(tx, abstract_params, param_shardings, mesh)
   return jax.jit(tx.init, in_shardings=(param_shardings,), out_shardings=out), out
 
 
