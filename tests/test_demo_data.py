@@ -64,6 +64,39 @@ def test_swuggy_look_alike_has_complete_pairs_and_bands():
     assert any(lo <= f <= hi for f in freqs), (lo, hi)
 
 
+def _pair_unit_differences(name, key=None):
+  """Per pair (id, voice) of a look-alike set: #units(wrong) - #units(correct), and the same for column `key`."""
+  with open(os.path.join(DEMO, "eval", name, "gold.csv"), newline="") as f:
+    rows = list(csv.DictReader(f))
+  units = _stems(os.path.join(DEMO, "eval", name, "units.jsonl"))
+  pairs = collections.defaultdict(dict)
+  for r in rows:
+    pairs[(r["id"], r["voice"])][r["correct"]] = r
+  n = lambda r: len(units[r["filename"]]["units"])  # noqa: E731
+  d_units = np.array([n(p["0"]) - n(p["1"]) for p in pairs.values()])
+  d_key = np.array([int(p["0"][key]) - int(p["1"][key]) for p in pairs.values()]) if key else None
+  return d_units, d_key
+
+
+def _assert_balanced(d, what):
+  """Sign test and paired mean test at the 1% level: the wrong item is longer about as often as it is shorter."""
+  longer, shorter = int((d > 0).sum()), int((d < 0).sum())
+  z_sign = abs(longer - shorter) / np.sqrt(longer + shorter)
+  z_mean = abs(d.mean()) / (d.std(ddof=1) / np.sqrt(len(d)))
+  assert z_sign < 2.576 and z_mean < 2.576, (what, longer, shorter, float(d.mean()))
+
+
+def test_swuggy_pairs_are_matched_in_phones_and_balanced_in_units():
+  d_units, d_phones = _pair_unit_differences("swuggy", "length")
+  assert len(d_units) > 600 and not d_phones.any()  # Wuggy's matching: same phone count in every pair
+  _assert_balanced(d_units, "swuggy units")
+
+
+def test_sblimp_pairs_are_balanced_in_units():
+  d_units, _ = _pair_unit_differences("sblimp")
+  _assert_balanced(d_units, "sblimp units")
+
+
 def test_sblimp_and_tsc_look_alikes():
   with open(os.path.join(DEMO, "eval", "sblimp", "gold.csv"), newline="") as f:
     rows = list(csv.DictReader(f))

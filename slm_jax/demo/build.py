@@ -156,7 +156,7 @@ def build(cfg: Config) -> dict:
   held_out = [s for c in EVAL_BOTCHAN for s in chapters[c]]
   counts = demo_text.word_counts([u["text"] for u in train] + [d["text"] for d in text_docs])
 
-  sw_items = demo_text.swuggy_items(counts, demo_text.cmudict_words(), cfg.swuggy_per_band, rng)
+  sw_items = demo_text.swuggy_items(counts, demo_text.cmudict_words(), cfg.swuggy_per_band, rng, _pronouncer())
   sb_items = demo_text.sblimp_items(cfg.sblimp_per_paradigm, held_out, rng)
   stories = demo_text.tsc_stories(held_out, cfg.tsc_stories, rng)
 
@@ -238,6 +238,17 @@ def build(cfg: Config) -> dict:
   with open(os.path.join(out, "manifest.json"), "w") as f:
     json.dump(manifest, f, indent=1)
   return manifest
+
+
+def _pronouncer():
+  """text -> (flite's phones, seconds of speech between the first and last word) in one voice; used to match
+  sWUGGY pairs (the phones do not depend on the voice)."""
+  flite = tts_lib.Flite()
+
+  def pronounce(text: str):
+    s = flite.synthesize(text, TSC_VOICE)
+    return s.phones, s.words[-1][2] - s.words[0][1]
+  return pronounce
 
 
 def _assign_all(feats: list, centroids: np.ndarray, chunk: int = 1 << 16) -> list:

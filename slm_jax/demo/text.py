@@ -114,9 +114,13 @@ def make_nonword(word: str, rng: np.random.Generator, lexicon, tries: int = 50) 
   return None
 
 
-def swuggy_items(counts, cmudict, per_band: int, rng: np.random.Generator) -> list[dict]:
+def swuggy_items(counts, cmudict, per_band: int, rng: np.random.Generator, pronounce, tries: int = 12) -> list[dict]:
   """Word / non-word pairs: `per_band` words from each frequency band of the demo corpus (oov = words of the CMU
-  dictionary that never occur in it), each with a non-word made from it. Frequency = count in the demo text."""
+  dictionary that never occur in it), each with a non-word made from it. Frequency = count in the demo text.
+  As in Wuggy, the pair is matched in phone count; `pronounce(text)` -> (phones, seconds) as the TTS says it
+  (flite reads an invented word with letter-to-sound rules, often with more phones than the word it came from).
+  Of `tries` candidate non-words with the word's phone count, the one closest in duration is kept (so that length
+  does not give the word away); a word with no such candidate is left out."""
   lexicon = set(cmudict) | set(counts)
   items = []
   vocab = sorted(w for w in cmudict if w.isalpha() and 3 <= len(w) <= 9)
@@ -129,9 +133,15 @@ def swuggy_items(counts, cmudict, per_band: int, rng: np.random.Generator) -> li
     rng.shuffle(cands)
     n = 0
     for w in cands:
-      nw = make_nonword(w, rng, lexicon)
-      if nw is None:
+      w_phones, w_seconds = pronounce(w)
+      best = {}  # |duration difference| -> non-word (the first of equals)
+      for c in {c: None for c in (make_nonword(w, rng, lexicon) for _ in range(tries)) if c is not None}:
+        c_phones, c_seconds = pronounce(c)
+        if len(c_phones) == len(w_phones):
+          best.setdefault(abs(c_seconds - w_seconds), c)
+      if not best:
         continue
+      nw = best[min(best)]
       items.append({"word": w, "nonword": nw, "frequency": counts.get(w, 0)})
       n += 1
       if n >= per_band:
@@ -155,37 +165,42 @@ _GENDERED = [("girl", "herself", "himself"), ("woman", "herself", "himself"), ("
 
 
 def sblimp_items(n_per_paradigm: int, corpus_sentences: list[str], rng: np.random.Generator) -> list[dict]:
-  """Grammatical / ungrammatical sentence pairs in five paradigms (four BLiMP types and a word-order swap)."""
+  """Grammatical / ungrammatical sentence pairs in five paradigms (four BLiMP types and a word-order swap).
+  Where the two sentences differ in length (see / sees, this cat / these cats, himself / herself, ate / eaten),
+  the paradigm alternates which of them is the longer, so that length says nothing about grammaticality."""
   items = []
 
   def pick(seq):
     return seq[int(rng.integers(len(seq)))]
 
-  for _ in range(n_per_paradigm):
+  for i in range(n_per_paradigm):
     (n_sg, n_pl), (v_sg, v_pl), obj = pick(_NOUNS), pick(_VERBS), pick(_OBJECTS)
-    if rng.random() < 0.5:
+    if i % 2 == 0:  # the ungrammatical verb is the shorter one
       good, bad = f"The {n_sg} {v_sg} {obj}.", f"The {n_sg} {v_pl} {obj}."
     else:
       good, bad = f"The {n_pl} {v_pl} {obj}.", f"The {n_pl} {v_sg} {obj}."
     items.append(("subject_verb_agreement", "regular_plural_subject_verb_agreement", good, bad))
-  for _ in range(n_per_paradigm):
+  for i in range(n_per_paradigm):
     (n_sg, n_pl), (v_sg, _) = pick(_NOUNS), pick(_VERBS)
     subj = pick(["Mary", "John", "The teacher", "Alice", "My sister"])
-    if rng.random() < 0.5:
+    if i % 2 == 0:  # the ungrammatical noun is the longer one
       good, bad = f"{subj} {v_sg} this {n_sg}.", f"{subj} {v_sg} this {n_pl}."
     else:
       good, bad = f"{subj} {v_sg} these {n_pl}.", f"{subj} {v_sg} these {n_sg}."
     items.append(("determiner_noun_agreement", "determiner_noun_agreement_1", good, bad))
-  for _ in range(n_per_paradigm):
-    noun, refl, wrong = pick(_GENDERED)
+  for i in range(n_per_paradigm):
+    noun, refl, wrong = pick(_GENDERED[:3] if i % 2 == 0 else _GENDERED[3:])  # the wrong one: himself / herself
     verb = pick(["saw", "hurt", "helped", "praised", "surprised"])
     items.append(("anaphor_agreement", "anaphor_gender_agreement", f"The {noun} {verb} {refl}.",
                   f"The {noun} {verb} {wrong}."))
-  for _ in range(n_per_paradigm):
+  for i in range(n_per_paradigm):
     past, part, obj = pick(_PAST)
     subj = pick(["The boy", "My friend", "The old woman", "Alice", "The doctor"])
-    items.append(("irregular_forms", "irregular_past_participle_verbs", f"{subj} has {part} {obj}.",
-                  f"{subj} has {past} {obj}."))
+    if i % 2 == 0:  # BLiMP's form: a participle for the past ("The boy eaten the cake."), mostly the longer
+      good, bad = f"{subj} {past} {obj}.", f"{subj} {part} {obj}."
+    else:  # a past for the participle ("The boy has ate the cake."), mostly the shorter
+      good, bad = f"{subj} has {part} {obj}.", f"{subj} has {past} {obj}."
+    items.append(("irregular_forms", "irregular_past_participle_verbs", good, bad))
   pool = [s for s in corpus_sentences if 6 <= len(s.split()) <= 14 and re.fullmatch(r"[A-Za-z ,.']+", s)]
   for s in [pool[i] for i in rng.permutation(len(pool))[:n_per_paradigm]]:
     w = s.split()
