@@ -1,7 +1,11 @@
-"""The Colab notebook runs headless (nbclient) against a small checkpoint and a demo-shaped data folder."""
+"""The Colab notebook runs headless (nbclient) against a small checkpoint and a demo-shaped data folder; its
+install step keeps the runtime's jax / jaxlib / numpy (a plan on a pretend runtime; slow: a fresh venv)."""
 import importlib.util
 import json
 import os
+import subprocess
+import sys
+import time
 
 import jax
 import nbformat
@@ -25,6 +29,7 @@ def _load_tool(name):
 
 
 notebook = _load_tool("make_notebook")
+colab_install = _load_tool("colab_install")
 
 
 def test_committed_notebook_is_the_built_one():
@@ -85,11 +90,84 @@ def test_notebook_runs_headless(tmp_path, monkeypatch):
 
   outputs = {c["id"]: c.get("outputs", []) for c in nb.cells if c["cell_type"] == "code"}
   text = lambda cid: "".join(o.get("text", "") for o in outputs[cid])  # noqa: E731
-  assert "sblimp: no folder" in text("cell-08")
+  assert text("cell-04").startswith(f"jax {jax.__version__} on cpu: [CpuDevice(id=0)]")
+  assert "sblimp: no folder" in text("cell-10")
   assert any("text/markdown" in o.get("data", {}) and "| sWUGGY | 8 |" in o["data"]["text/markdown"]
-             for o in outputs["cell-10"])
-  assert any("image/png" in o.get("data", {}) for o in outputs["cell-12"])
-  gen = text("cell-14")
+             for o in outputs["cell-12"])
+  assert any("image/png" in o.get("data", {}) for o in outputs["cell-14"])
+  gen = text("cell-16")
   units = json.loads(gen.split("speech continuation units:")[1].splitlines()[0])
   assert len(units) == 8 and all(0 <= u < 500 for u in units)
   assert "text continuation:" in gen
+
+
+def _setup_requirements():
+  seen = {}
+  import setuptools
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(setuptools, "setup", lambda **kw: seen.update(kw))
+    mp.chdir(ROOT)
+    import runpy
+    runpy.run_path(os.path.join(ROOT, "setup.py"))
+  return seen["install_requires"] + [f"{r}; extra == '{e}'" for e, rs in seen["extras_require"].items() for r in rs]
+
+
+def test_install_plan_keeps_the_runtime_jax():
+  """A Colab-like runtime: jax/jaxlib 0.10.1 (a GPU build, say), numpy 2.0.2, an old transformers, no flax. The
+  plan installs what is missing or out of range, holds jax/jaxlib/numpy at their versions, and only reports a
+  runtime numpy outside the range instead of replacing it; extras' requirements (torch) are left out."""
+  reqs = _setup_requirements()
+  runtime = {"jax": "0.10.1", "jaxlib": "0.10.1", "numpy": "2.0.2", "transformers": "4.57.1", "scipy": "1.16.3"}
+  todo, hold, notes = colab_install.plan(reqs, runtime.get)
+  names = {t.split(">")[0].split("<")[0].split("=")[0] for t in todo}
+  assert {"flax", "transformers", "orbax-checkpoint"} <= names and not names & {"jax", "jaxlib", "numpy", "scipy"}
+  assert "torch" not in names and not any("cuda" in t or "tpu" in t for t in todo)
+  assert sorted(hold) == ["jax==0.10.1", "jaxlib==0.10.1", "numpy==2.0.2"]
+  assert "transformers: 4.57.1 -> <6,>=5.0" in notes
+  todo, hold, notes = colab_install.plan(reqs, {**runtime, "numpy": "1.26.4"}.get)
+  assert "numpy==1.26.4" in hold and not any(t.startswith("numpy") for t in todo)
+  assert any(n.startswith("numpy 1.26.4 is outside") for n in notes)
+  todo, hold, _ = colab_install.plan(reqs, {}.get)  # a bare venv: everything, jax included, nothing held
+  assert hold == [] and {"jax", "numpy"} <= {t.split(">")[0].split("<")[0] for t in todo}
+
+
+@pytest.mark.slow
+def test_notebook_in_a_fresh_venv_keeps_its_jax(tmp_path, monkeypatch):
+  """A fresh venv with jax/jaxlib 0.10.1 (the lock has 0.10.2) and ipykernel; the notebook, opened inside this
+  checkout, installs slm_jax there (tools/colab_install.py), runs the metrics, and jax, jaxlib and numpy are the
+  versions they were before."""
+  from nbclient import NotebookClient
+  t0 = time.time()
+  venv = tmp_path / "venv"
+  subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+  py = str(venv / "bin" / "python")
+  subprocess.run([py, "-m", "pip", "install", "-q", "jax==0.10.1", "jaxlib==0.10.1", "ipykernel"], check=True)
+  versions = lambda: subprocess.run(  # noqa: E731
+      [py, "-c", "import importlib.metadata as m; print([m.version(p) for p in ('jax', 'jaxlib', 'numpy')])"],
+      capture_output=True, text=True, check=True).stdout
+  before = versions()
+  assert "0.10.1" in before
+  kernels = tmp_path / "jupyter" / "kernels" / "fresh"
+  kernels.mkdir(parents=True)
+  (kernels / "kernel.json").write_text(json.dumps({"argv": [py, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                                                   "display_name": "fresh venv", "language": "python"}))
+  mesh = sharding.make_mesh(fsdp=1, devices=jax.devices()[:1])
+  speech_checkpoint(str(tmp_path / "ckpt"), mesh)
+  _demo_like(str(tmp_path / "eval"), np.random.RandomState(0))
+  env = {"JUPYTER_PATH": str(tmp_path / "jupyter"), "SLM_JAX_CKPT": str(tmp_path / "ckpt"),
+         "SLM_JAX_EVAL_DATA": str(tmp_path / "eval"), "SLM_JAX_BENCHMARKS": "swuggy,tsc",
+         "SLM_JAX_RESULTS": str(tmp_path / "results.json"), "SLM_JAX_MAX_BUCKETS": "1", "SLM_JAX_MAX_NEW_TOKENS": "4",
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
+  for k, v in env.items():
+    monkeypatch.setenv(k, v)
+  with open(NB) as f:
+    nb = nbformat.read(f, as_version=4)
+  t1 = time.time()
+  NotebookClient(nb, timeout=900, kernel_name="fresh", resources={"metadata": {"path": os.path.join(ROOT, "tools")}}
+                 ).execute()
+  print(f"venv {t1 - t0:.0f}s, notebook (install + run) {time.time() - t1:.0f}s")
+  assert versions() == before
+  install_out = "".join(o.get("text", "") for o in nb.cells[4].get("outputs", []))
+  assert "[install] flax: not installed" in install_out and "jax 0.10.1 on cpu" in install_out
+  res = json.loads((tmp_path / "results.json").read_text())
+  assert sorted(res) == ["swuggy", "tsc"] and res["tsc"]["num_pairs"] == 3

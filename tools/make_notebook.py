@@ -17,34 +17,77 @@ INTRO = """# slm_jax: evaluate a speech-text LM (SIMS metrics)
 Runs the speech metrics of the SIMS paper (sWUGGY, sBLIMP, spoken / topic StoryCloze and cross-modal StoryCloze)
 on a checkpoint of ours (Orbax) or a Hugging Face / slamkit folder, shows a table and a plot, and generates a
 continuation. By default it uses the small look-alike sets bundled in `data/demo/eval` (stand-in units, NOT the
-real benchmarks). Point `DATA_DIR` at the real ZeroSpeech / StoryCloze folders with their units files to get
-comparable numbers. On Colab, pick a GPU or TPU runtime first."""
+real benchmarks) and the demo run's checkpoint (`bash tools/launch/demo.sh` writes `runs/demo/checkpoints`).
+Point `DATA_DIR` at the real ZeroSpeech / StoryCloze folders with their units files to get comparable numbers.
+
+Works in Colab (pick a GPU or TPU runtime first: the runtime's own jax, jaxlib and numpy are kept) and in a local
+Jupyter opened anywhere inside a checkout of the repository."""
 
 PARAMS = """import os
-# Settings: edit here, or set the environment variables (the tests do).
-CKPT = os.environ.get("SLM_JAX_CKPT", "/content/drive/MyDrive/slm_jax/ckpt")   # Orbax dir or HF folder
-DATA_DIR = os.environ.get("SLM_JAX_EVAL_DATA", "data/demo/eval")              # one subfolder per benchmark
+# Settings: edit here, or set the environment variables (the tests do). Empty values are found by the notebook.
+REPO_URL = os.environ.get("SLM_JAX_REPO", "")         # git URL of YOUR copy of slm_jax (there is no public one);
+                                                      # only used on Colab when not opened inside a checkout
+CKPT = os.environ.get("SLM_JAX_CKPT", "")             # Orbax dir or HF folder; "" = <checkout>/runs/demo/checkpoints
+DATA_DIR = os.environ.get("SLM_JAX_EVAL_DATA", "")    # one subfolder per benchmark; "" = <checkout>/data/demo/eval
+USE_DRIVE = os.environ.get("SLM_JAX_DRIVE", "0") == "1"  # Colab: mount Google Drive (CKPT="/content/drive/MyDrive/...")
 BENCHMARKS = os.environ.get("SLM_JAX_BENCHMARKS", "swuggy,sblimp,ssc,tsc,cm_tsc").split(",")
-REPO = os.environ.get("SLM_JAX_REPO", "https://github.com/slm-jax/slm_jax")    # where Colab clones the code from
 RESULTS = os.environ.get("SLM_JAX_RESULTS", "eval_results.json")
 MAX_BUCKETS = int(os.environ.get("SLM_JAX_MAX_BUCKETS", "4"))
 MAX_NEW_TOKENS = int(os.environ.get("SLM_JAX_MAX_NEW_TOKENS", "150"))
 PROMPT_TEXT = os.environ.get("SLM_JAX_PROMPT_TEXT", "the cat sat on the mat")"""
 
-INSTALL = """import subprocess, sys
+INSTALL = """import importlib, importlib.util, subprocess, sys
 IN_COLAB = "google.colab" in sys.modules
-if IN_COLAB:  # fetch and install the package; jax comes preinstalled with the runtime
-  if not os.path.isdir("slm_jax"):
-    subprocess.run(["git", "clone", "--depth=1", REPO, "slm_jax"], check=True)
-  os.chdir("slm_jax")
-  subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "."], check=True)
-import jax
-print("jax", jax.__version__, jax.devices())"""
 
-LOAD = """from slm_jax.eval import run
+
+def find_checkout(start):
+  \"\"\"The slm_jax checkout holding `start` (or one of its parents), or None.\"\"\"
+  d = os.path.abspath(start)
+  while not (os.path.isfile(os.path.join(d, "setup.py")) and os.path.isfile(os.path.join(d, "slm_jax", "__init__.py"))):
+    if os.path.dirname(d) == d:
+      return None
+    d = os.path.dirname(d)
+  return d
+
+
+CHECKOUT = find_checkout(os.getcwd())
+if CHECKOUT is None and IN_COLAB:
+  CHECKOUT = "/content/slm_jax"
+  if not os.path.isdir(CHECKOUT):
+    if not REPO_URL:
+      raise ValueError("set REPO_URL to the git URL of your copy of slm_jax, or open this notebook inside a checkout")
+    subprocess.run(["git", "clone", "--depth=1", REPO_URL, CHECKOUT], check=True)
+if importlib.util.find_spec("slm_jax") is None:
+  if CHECKOUT is None:
+    raise RuntimeError("slm_jax is not installed and this notebook is not inside a checkout of it")
+  # the package and only its missing requirements; the runtime's jax, jaxlib and numpy stay as they are
+  r = subprocess.run([sys.executable, os.path.join(CHECKOUT, "tools", "colab_install.py"), CHECKOUT],
+                     capture_output=True, text=True)
+  print(r.stdout, r.stderr[-3000:], sep="")
+  r.check_returncode()
+  importlib.invalidate_caches()
+import jax
+print(f"jax {jax.__version__} on {jax.default_backend()}: {jax.devices()}")  # uses whatever accelerator is there"""
+
+DRIVE = """if USE_DRIVE and IN_COLAB:
+  from google.colab import drive
+  drive.mount("/content/drive")
+elif USE_DRIVE:
+  print("USE_DRIVE: not in Colab, nothing to mount")"""
+
+LOAD = """import slm_jax
+from slm_jax.eval import run
 from slm_jax.eval.loading import load_checkpoint
 from slm_jax.eval.scoring import Scorer
 
+roots = [r for r in (CHECKOUT, os.path.dirname(os.path.dirname(os.path.abspath(slm_jax.__file__)))) if r]
+first_dir = lambda paths: next((p for p in paths if os.path.isdir(p)), None)
+DATA_DIR = DATA_DIR or first_dir(os.path.join(r, "data", "demo", "eval") for r in roots)
+CKPT = CKPT or first_dir(os.path.join(r, "runs", "demo", "checkpoints") for r in roots)
+if not CKPT or not DATA_DIR:
+  raise ValueError(f"set CKPT (found {CKPT}) and DATA_DIR (found {DATA_DIR}); `bash tools/launch/demo.sh` makes "
+                   "runs/demo/checkpoints")
+print(f"checkpoint: {CKPT}\\ndata: {DATA_DIR}")
 mesh = run.make_mesh()                      # all devices on the 'fsdp' axis; the batch is sharded over them
 loaded = load_checkpoint(CKPT, mesh)
 cfg = loaded.model.cfg
@@ -113,7 +156,8 @@ def build():
   from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
   cells = [new_markdown_cell(INTRO),
            new_markdown_cell("## Settings"), new_code_cell(PARAMS, metadata={"tags": ["parameters"]}),
-           new_markdown_cell("## Install (Colab only)"), new_code_cell(INSTALL),
+           new_markdown_cell("## Install (when needed) and accelerator"), new_code_cell(INSTALL),
+           new_markdown_cell("## Google Drive (optional, Colab)"), new_code_cell(DRIVE),
            new_markdown_cell("## Load the checkpoint"), new_code_cell(LOAD),
            new_markdown_cell("## Metrics"), new_code_cell(METRICS),
            new_markdown_cell("## Results table"), new_code_cell(TABLE),
