@@ -15,6 +15,7 @@ import os
 import sys
 import time
 
+from slm_jax import console
 from slm_jax.data import records, slamkit
 
 _BLOCK = 256
@@ -134,6 +135,18 @@ def _prepare_out_dir(cfg: PrepareConfig) -> None:
     os.remove(os.path.join(cfg.out_dir, f))
 
 
+def _count_documents(files: list[str]) -> int:
+  """Documents `slamkit.iter_inputs` will yield (non-blank lines; a .txt file is one): the progress bar's total."""
+  n = 0
+  for path in files:
+    if path.endswith(".txt"):
+      n += 1
+      continue
+    with open(path, "rb") as f:
+      n += sum(1 for line in f if line.strip())
+  return n
+
+
 def prepare(cfg: PrepareConfig, progress: bool = True, log=print) -> dict:
   """Runs the preparation; returns the manifest (also written to out_dir/manifest.json)."""
   if cfg.kind not in records.KINDS:
@@ -145,14 +158,8 @@ def prepare(cfg: PrepareConfig, progress: bool = True, log=print) -> dict:
   writers = {s: records.ShardedWriter(cfg.out_dir, s, cfg.records_per_shard) for s in records.SPLITS}
   counts = {s: _empty_counts() for s in records.SPLITS}
   rejected = []
-  bar = None
-  if progress:
-    try:
-      from tqdm import tqdm
-      bar = tqdm(unit=" docs", file=sys.stderr, mininterval=1.0)
-    except ImportError:
-      pass
-  start, last_log = time.time(), time.time()
+  bar = console.bar(total=_count_documents(files), desc="preparing", unit="doc") if progress else None
+  start = time.time()
   for res in _results(files, cfg, opts):
     if res[0] == "rejected":
       _, path, line, category, reason = res
@@ -173,9 +180,6 @@ def prepare(cfg: PrepareConfig, progress: bool = True, log=print) -> dict:
       c["text_tokens"] = None if text_tokens is None or c["text_tokens"] is None else c["text_tokens"] + text_tokens
     if bar is not None:
       bar.update(1)
-    elif progress and time.time() - last_log > 10:
-      last_log = time.time()
-      log(f"prepare_data: {sum(c['documents'] for c in counts.values())} documents, {len(rejected)} rejected")
   if bar is not None:
     bar.close()
   splits = {s: w.finish() for s, w in writers.items()}

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from slm_jax import sharding
+from slm_jax import console, sharding
 from slm_jax.eval import benchmarks as bm
 from slm_jax.eval import genppl as gp
 from slm_jax.eval.generate import Generator, SamplingConfig, cut_units, output_banned, prompt_pieces
@@ -139,9 +139,11 @@ def generate_loaded(loaded: Loaded, mesh, prompts: list[dict], *, prompt_modalit
   banned = output_banned(loaded.layout, loaded.model.cfg.padded_vocab_size, output_modality, allow_eos)
   eos = [loaded.layout.eos_id] if allow_eos and loaded.layout.eos_id is not None else []
   records, seconds, tokens = [], 0.0, 0
+  progress = console.bar(total=len(ids), desc="generating", unit="prompt")
   for start in range(0, len(ids), batch_size):
     res = gen.generate(ids[start:start + batch_size], sampling, banned=banned, eos_ids=eos, seed=seed + start)
     seconds, tokens = seconds + res.seconds, tokens + res.new_tokens
+    progress.update(len(res.tokens))
     for p, toks in zip(prompts[start:start + batch_size], res.tokens):
       if output_modality == "speech":
         units = (toks - loaded.layout.unit_offset).tolist()
@@ -152,6 +154,7 @@ def generate_loaded(loaded: Loaded, mesh, prompts: list[dict], *, prompt_modalit
         records.append({"file_name": f"{p['name']}_continuation", "text": enc.decode(toks),
                         "prompt": p["prompt"] if prompt_modality == "text" else enc.decode(
                             loaded.layout.unit_ids(p["prompt"]))})
+  progress.close()
   return records, {"seconds": seconds, "new_tokens": tokens, "tokens_per_s": tokens / max(seconds, 1e-9)}
 
 

@@ -207,13 +207,8 @@ def collect_features(paths: Sequence[str], encoder: Encoder, max_frames: int, se
 
 
 def _progress(total: int, enabled: bool):
-  if not enabled:
-    return None
-  try:
-    from tqdm import tqdm
-  except ImportError:
-    return None
-  return tqdm(total=total, unit="file", dynamic_ncols=True)
+  from slm_jax import console
+  return console.bar(total=total, desc="extracting", unit="file") if enabled else None
 
 
 def process_share(paths: Sequence[str], index: int, count: int) -> list[str]:
