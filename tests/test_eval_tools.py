@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -59,6 +60,10 @@ def test_evaluate_cli_matches_transformers_scores(ckpt):
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
   p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
   assert p.returncode == 0, p.stderr[-3000:]
+  # quiet: a short table on stdout (the full JSON goes to --out), no absl / Orbax / JAX INFO lines on stderr
+  assert re.search(r"^sWUGGY: [\d.]+% accuracy on 12 pairs$", p.stdout, re.M) and len(p.stdout.splitlines()) <= 8
+  assert f"full results: {out}" in p.stdout
+  assert not re.search(r"^I\d{4} ", p.stderr, re.M) and "Unable to initialize backend" not in p.stderr
   res = json.loads(out.read_text())
   assert res["metric"] == "sWUGGY" and res["num_pairs"] == 12 and res["num_items"] == 24 and res["num_ids"] == 6
   assert res["accuracy"] == pytest.approx(expected["accuracy"])

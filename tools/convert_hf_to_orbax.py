@@ -30,7 +30,8 @@ def main(argv):
     convert_hf_to_orbax(FLAGS.hf_dir, FLAGS.out_dir, num_units=FLAGS.add_speech_units, dtype=FLAGS.dtype,
                         tokenizer_dir=FLAGS.tokenizer_dir, seed=FLAGS.seed, overwrite=FLAGS.overwrite)
   except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
-    sys.exit(f"error: {e}")
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ def main(argv):
     convert_orbax_to_hf(FLAGS.ckpt_dir, FLAGS.out_dir, step=FLAGS.step, dtype=FLAGS.dtype,
                         tokenizer_dir=FLAGS.tokenizer_dir, overwrite=FLAGS.overwrite)
   except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
-    sys.exit(f"error: {e}")
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

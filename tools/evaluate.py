@@ -67,7 +67,8 @@ def main(argv):
           submission_dir=FLAGS.submission_dir, by_pair=FLAGS.by_pair, **scorer_kw)
       summary = {k: res[k] for k in ("metric", "accuracy", "num_pairs", "breakdowns")}
   except (FileNotFoundError, ValueError, KeyError) as e:
-    sys.exit(f"error: {e}")
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(2)
   print(json.dumps(summary, indent=2))
 
 

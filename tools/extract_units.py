@@ -7,9 +7,9 @@
 Reruns skip files already in the output. --prepare_dir also writes the ArrayRecord form the data tools read. On several hosts pass --distributed: each process takes every n-th file
 and writes `<out>-<i>-of-<n>.jsonl`. `--encoder=mfcc` is a weight-free STAND-IN (MFCC k-means), not HuBERT.
 """
-import logging
-
 from absl import app, flags
+
+from slm_jax import console
 
 _AUDIO = flags.DEFINE_string("audio_dir", None, "Folder searched recursively for audio.")
 _EXT = flags.DEFINE_string("ext", "flac", "Audio extension(s), comma-separated (flac,wav,...).")
@@ -42,7 +42,7 @@ _DIST = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize
 
 def main(argv):
   del argv
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+  console.setup()  # absl / Orbax / JAX INFO hidden unless --verbosity is given
   from slm_jax.units import extract, kmeans
   if _CONVERT.value:
     if not _KM_OUT.value:

@@ -10,6 +10,7 @@ import sys
 
 from absl import app, flags, logging
 
+from slm_jax import console
 from slm_jax.scaling import plots, report
 from slm_jax.scaling.table import read_runs
 
@@ -27,6 +28,7 @@ _PLOTS = flags.DEFINE_bool("plots", True, "Write PNG plots.")
 
 def main(argv):
   del argv
+  console.setup()  # absl / Orbax / JAX INFO hidden unless --verbosity is given
   try:
     runs = read_runs(_RUNS.value, metrics=_METRICS.value)
     budgets = [float(b) for b in _BUDGETS.value] or None

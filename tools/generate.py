@@ -14,6 +14,7 @@ import sys
 
 from absl import app, flags
 
+from slm_jax import console
 from slm_jax.eval import run
 from slm_jax.eval.generate import SamplingConfig
 from slm_jax.eval.loading import load_checkpoint
@@ -49,6 +50,7 @@ flags.DEFINE_integer("mesh_tensor", 1, "Mesh 'tensor' axis ('fsdp' takes the rem
 
 def main(argv):
   del argv
+  console.setup()  # absl / Orbax / JAX INFO hidden unless --verbosity is given
   mesh = run.make_mesh(FLAGS.mesh_data, -1, FLAGS.mesh_tensor)
   try:
     seconds = FLAGS.prompt_seconds if FLAGS.prompt_seconds > 0 else None

@@ -7,6 +7,8 @@ inside text are shown as \\n so that each document stays on one line.
 """
 from absl import app, flags
 
+from slm_jax import console
+
 _DIR = flags.DEFINE_string("data_dir", None, "Prepared dataset folder (tools/prepare_data.py output).")
 _NUM = flags.DEFINE_integer("num", 10, "Number of documents.")
 _START = flags.DEFINE_integer("start", 0, "Index of the first document.")
@@ -20,6 +22,7 @@ flags.mark_flags_as_required(["data_dir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  console.setup()  # absl / Orbax / JAX INFO hidden unless --verbosity is given
   from slm_jax.data import tokenise
   for s in tokenise.document_strings(_DIR.value, split=_SPLIT.value, num=_NUM.value, start=_START.value,
                                      seed=_SEED.value, epoch=_EPOCH.value, mode=_MODE.value):

@@ -15,6 +15,8 @@ import sys
 
 from absl import app, flags
 
+from slm_jax import console
+
 _KIND = flags.DEFINE_enum("kind", None, ["interleaved", "speech", "text", "preference"],
                           "Kind of documents to make (preference: slamkit's spoken preference pairs, for DPO).")
 _INPUT = flags.DEFINE_list("input", None, "Input files: comma-separated globs (** allowed).")
@@ -40,6 +42,7 @@ flags.mark_flags_as_required(["kind", "input", "out_dir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  console.setup()  # absl / Orbax / JAX INFO hidden unless --verbosity is given
   from slm_jax.data import prepare, slamkit
   if _KIND.value == "preference":
     from slm_jax.data import preference

@@ -12,9 +12,10 @@ benchmark accuracies) for tools/fit_scaling.py, and lists the runs that are not 
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
+from slm_jax import console
 from slm_jax.scaling import sweep
 from slm_jax.scaling.table import write_runs
 
@@ -31,8 +32,7 @@ flags.mark_flags_as_required(["config", "out_dir"])
 
 def main(argv):
   del argv
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every file it reads at INFO
+  console.setup()  # absl / Orbax / JAX INFO hidden unless --verbosity is given
   cfg = _CONFIG.value
   try:
     runs = sweep.expand(cfg, _OUT.value, root=ROOT)

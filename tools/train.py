@@ -7,8 +7,10 @@ slice) or with --coordinator_address/--num_processes/--process_id; see tools/lau
 import json
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
+
+from slm_jax import console
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py[:variant]).",
                                           lock_config=True)
@@ -29,8 +31,7 @@ def _fail(error: Exception, code: int) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO
+  console.setup()  # absl / Orbax / JAX INFO hidden unless --verbosity is given
   from slm_jax.train import distributed, trainer, validate
   # everything that needs no device count is checked before jax.distributed or any backend starts;
   # trainer.train checks the rest (mesh -1 axes on the real device count) before it builds anything

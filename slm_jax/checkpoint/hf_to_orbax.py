@@ -8,12 +8,11 @@ tokenizer is saved in `<out>/tokenizer`.
 from __future__ import annotations
 
 import os
-import time
 from typing import Callable
 
 from jax.sharding import Mesh
 
-from slm_jax import sharding
+from slm_jax import console, sharding
 from slm_jax.checkpoint import orbax_io
 from slm_jax.checkpoint.hf_import import ShapeMismatch, load_params
 from slm_jax.checkpoint.hf_source import EMBED, HEAD, HFSource, open_hf
@@ -107,14 +106,19 @@ def check_tensors(src: HFSource, cfg: ModelConfig) -> int:
 
 
 class Progress:
-  """`[k/n] name  t=..s` lines."""
+  """A progress bar over the tensors (`console.bar`: stderr, ETA), advanced once per tensor name; `print_fn` is
+  kept for the callers' start / end lines."""
 
   def __init__(self, total: int | None, print_fn=print):
-    self.total, self.done, self.t0, self.print_fn = total, 0, time.time(), print_fn
+    self.total, self.print_fn, self.bar = total, print_fn, None
 
   def __call__(self, name: str) -> None:
-    self.done += 1
-    self.print_fn(f"[{self.done}/{self.total}] {name}  t={time.time() - self.t0:.1f}s")
+    if self.bar is None:  # made at the first tensor: `total` is known by then
+      self.bar = console.bar(total=self.total, desc="tensors", unit="tensor")
+    self.bar.set_postfix_str(name, refresh=False)
+    self.bar.update(1)
+    if self.total is not None and self.bar.n >= self.total:
+      self.bar.close()
 
 
 def import_hf(hf_dir: str, mesh: Mesh | None = None, num_units: int = 500, dtype: str = "bfloat16",

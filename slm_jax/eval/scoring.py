@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
-from slm_jax import sharding
+from slm_jax import console, sharding
 from slm_jax.train.loss import token_logprobs
 from slm_jax.vocab import VocabLayout
 
@@ -153,6 +153,7 @@ class Scorer:
     sums = np.zeros(n, np.float64)
     tok_out: list = [None] * n
     pending, padded = [], 0
+    progress = console.bar(total=n, desc="scoring", unit="seq")  # advances as results come back
     with jax.set_mesh(self.mesh):
       for b, T in enumerate(buckets):
         idx = order[bucket_of == b]
@@ -178,6 +179,8 @@ class Scorer:
         sums[i] = lp.astype(np.float64).sum()
         if keep_tokens:
           tok_out[i] = lp
+      progress.update(len(rows))
+    progress.close()
     counts = lens.astype(np.float64)
     scores = sums / np.maximum(counts, 1) if reduce == "mean" else sums.copy()
     return ScoreResult(sums=sums, counts=counts, scores=scores, token_logprobs=tok_out if keep_tokens else None,

@@ -120,6 +120,14 @@ def _load_batch(paths: list[str], sample_rate: int):
   return out
 
 
+def _check_length(item, encoder: Encoder, sample_rate: int):
+  """(path, None, reason) for audio too short for one encoder frame (it would be a record without units)."""
+  p, wav, err = item
+  if err is None and int(encoder.num_frames(len(wav))) < 1:
+    return p, None, f"{p}: {len(wav)} samples ({len(wav) / sample_rate:.4f} s) is shorter than one encoder frame"
+  return item
+
+
 def extract_files(paths: Sequence[str], encoder: Encoder, centroids: np.ndarray, out_path: str, *,
                   batch_size: int = 8, max_batch_seconds: float = 600.0, strict: bool = False,
                   file_name: Callable[[str], str] = lambda p: p, sample_rate: int = audio_lib.SAMPLE_RATE,
@@ -156,7 +164,7 @@ def extract_files(paths: Sequence[str], encoder: Encoder, centroids: np.ndarray,
       concurrent.futures.ThreadPoolExecutor(max(1, loader_threads)) as pool:
     pending = [pool.submit(_load_batch, [todo[i] for i in b], sample_rate) for b in batches[:2]]
     for bi in range(len(batches)):
-      loaded = pending.pop(0).result()
+      loaded = [_check_length(item, encoder, sample_rate) for item in pending.pop(0).result()]
       if bi + 2 < len(batches):
         pending.append(pool.submit(_load_batch, [todo[i] for i in batches[bi + 2]], sample_rate))
       good = [(p, w) for p, w, err in loaded if err is None]
@@ -218,7 +226,10 @@ def process_share(paths: Sequence[str], index: int, count: int) -> list[str]:
 
 def summary(stats: Stats, out_path: str) -> str:
   return (f"{out_path}: {stats.files} files written ({stats.audio_seconds / 3600:.2f} h of audio, "
-          f"{stats.rtf:.1f}x real time), {stats.skipped_done} already done, {len(stats.bad)} unreadable/empty skipped")
+          f"{stats.rtf:.1f}x real time), {stats.skipped_done} already done, "
+          f"{len(stats.bad)} skipped (unreadable, empty or shorter than one frame)"
+          + "".join(f"\n  skipped {reason}" for _, reason in stats.bad[:20])
+          + (f"\n  ... and {len(stats.bad) - 20} more" if len(stats.bad) > 20 else ""))
 
 
 def iter_features(path: str) -> Iterable[dict]:

@@ -1,0 +1,41 @@
+"""What the tools show: quiet logs (`setup`, called first in every tool's main) and progress bars for long steps.
+
+Bars (tqdm, on stderr, with rate and ETA) are on by default; `--progress=false` (any tool) or SLM_JAX_PROGRESS=0
+turns them off. When stderr is not a terminal (a log file, CI) a bar redraws at most every 30 s, so it adds a
+few lines, not thousands.
+"""
+from __future__ import annotations
+
+import logging as py_logging
+import os
+import sys
+
+from absl import flags, logging
+from tqdm import tqdm
+
+_PROGRESS = flags.DEFINE_bool("progress", True, "Progress bars with ETA on stderr for long steps "
+                              "(at most one redraw per 30 s when stderr is not a terminal).")
+# INFO noise of libraries, at WARNING whatever --verbosity says (the messages are about backends we do not use)
+_NOISY = ("jax._src.xla_bridge",)
+
+
+def setup() -> None:
+  """absl, Orbax and JAX INFO hidden unless --verbosity was given (absl's default under app.run is INFO)."""
+  if flags.FLAGS.is_parsed() and not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  for name in _NOISY:  # "Unable to initialize backend 'tpu'" and friends
+    py_logging.getLogger(name).setLevel(py_logging.WARNING)
+
+
+def progress_enabled() -> bool:
+  env = os.environ.get("SLM_JAX_PROGRESS")
+  if env is not None:
+    return env.lower() not in ("0", "false", "no")
+  return _PROGRESS.value if flags.FLAGS.is_parsed() else True
+
+
+def bar(iterable=None, *, total: int | None = None, desc: str | None = None, unit: str = "it"):
+  """A tqdm bar on stderr (disabled per `progress_enabled`); use as an iterable wrapper or `with bar(...) as b`."""
+  tty = sys.stderr.isatty()
+  return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=not progress_enabled(),
+              mininterval=0.2 if tty else 30.0, dynamic_ncols=tty, leave=True)
