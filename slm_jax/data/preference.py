@@ -225,13 +225,13 @@ class PreferenceIterator:
   Pairs are read in a seeded order (a new permutation each epoch; in stored order with shuffle=False); batch
   i holds pairs i*B .. i*B+B-1 of that stream, this host's share the slice process_index of it. With a finite
   `num_epochs` the last batch is padded with empty pairs. The state is the batch index, so resumption is exact.
-  `ref_logps` [num_records, 2] (chosen, rejected) adds the batch key `ref_logps`; `record_index` [rows] (-1 on
-  padding) is always there.
+  `ref_logps` [num_records, 2] (chosen, rejected), or the path of an .npz holding one such array per split
+  (read at the first batch), adds the batch key `ref_logps`; `record_index` [rows] (-1 on padding) is always there.
   """
 
   def __init__(self, data_dir: str, split: str, layout: VocabLayout, *, seq_len: int, global_batch_size: int,
                seed: int = 0, process_index: int = 0, process_count: int = 1, num_epochs: int | None = None,
-               shuffle: bool = True, max_prompt_len: int | None = None, ref_logps: np.ndarray | None = None):
+               shuffle: bool = True, max_prompt_len: int | None = None, ref_logps=None):
     import grain
     manifest = records.read_manifest(data_dir)
     if manifest["kind"] != KIND:
@@ -243,12 +243,12 @@ class PreferenceIterator:
       raise ValueError(f"global_batch_size {global_batch_size} does not divide by {process_count} processes")
     self.source = grain.sources.ArrayRecordDataSource(records.split_files(data_dir, split))
     self.n = len(self.source)
-    if ref_logps is not None and np.shape(ref_logps) != (self.n, 2):
-      raise ValueError(f"ref_logps has shape {np.shape(ref_logps)}, expected ({self.n}, 2) for {data_dir} {split}")
     self.layout, self.seq_len, self.max_prompt_len = layout, seq_len, max_prompt_len
     self.batch, self.local = global_batch_size, global_batch_size // process_count
     self.first = process_index * self.local
     self.seed, self.shuffle, self.num_epochs, self.ref = seed, shuffle, num_epochs, ref_logps
+    self.where = f"{data_dir} {split}"
+    self.split = split
     self.index = 0
 
   def __iter__(self):
@@ -277,9 +277,20 @@ class PreferenceIterator:
     out = {k: np.concatenate([r[k] for r in rows]) for k in BATCH_KEYS}
     out["record_index"] = np.asarray(idx, np.int32)
     if self.ref is not None:
-      ref = np.asarray(self.ref, np.float32)
+      ref = self._ref()
       out["ref_logps"] = np.asarray([0.0 if i < 0 else ref[i, j % 2] for j, i in enumerate(idx)], np.float32)
     return out
+
+  def _ref(self) -> np.ndarray:
+    if isinstance(self.ref, str):
+      path = self.ref
+      if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no precomputed reference log-probs (the DPO trainer writes them)")
+      with np.load(path) as f:
+        self.ref = f[self.split]
+    if np.shape(self.ref) != (self.n, 2):
+      raise ValueError(f"ref_logps has shape {np.shape(self.ref)}, expected ({self.n}, 2) for {self.where}")
+    return np.asarray(self.ref, np.float32)
 
   def get_state(self) -> bytes:
     return json.dumps({"index": self.index, "seed": self.seed, "n": self.n}).encode()

@@ -13,7 +13,7 @@ from slm_jax.train.step import BATCH_KEYS, batch_sharding
 from slm_jax.train.synthetic import SyntheticIterator
 from slm_jax.vocab import VocabLayout
 
-DATA_KINDS = ("pipeline", "synthetic")
+DATA_KINDS = ("pipeline", "synthetic", "preference")
 
 
 def make_iterator(config, layout: VocabLayout, tokenizer, split: str, *, num_epochs=None):
@@ -25,6 +25,17 @@ def make_iterator(config, layout: VocabLayout, tokenizer, split: str, *, num_epo
             process_index=jax.process_index(), process_count=jax.process_count())
   if d.kind == "synthetic":
     return SyntheticIterator(layout, split=split, **kw)
+  if d.kind == "preference":  # objective 'dpo': global_batch_size rows = pairs x 2 (chosen, rejected)
+    from slm_jax.data.preference import PreferenceIterator
+    from slm_jax.train.dpo import reference_path
+    if config.objective != "dpo":
+      raise ValueError(f"config.data.kind='preference' holds pairs for config.objective='dpo', not "
+                       f"{config.objective!r}")
+    kw["global_batch_size"] //= 2
+    return PreferenceIterator(d.sources.preference, split, layout, num_epochs=num_epochs, shuffle=split == "train",
+                              max_prompt_len=config.dpo.max_prompt_len or None,
+                              ref_logps=reference_path(config) if config.dpo.reference == "precomputed" else None,
+                              **kw)
   from slm_jax.data.pipeline import make_iterator as pipeline_iterator
   sources = {k: v for k, v in d.sources.items() if v}
   weights = {k: v for k, v in d.weights.items() if k in sources}
@@ -38,7 +49,11 @@ def make_iterator(config, layout: VocabLayout, tokenizer, split: str, *, num_epo
 def global_batch(host_batch: dict, mesh: Mesh) -> dict:
   """Host-local numpy batch -> dict of global jax.Arrays sharded over the batch axes of `mesh`."""
   sh = batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sh, np.asarray(host_batch[k])) for k in BATCH_KEYS}
+  out = {k: jax.make_array_from_process_local_data(sh, np.asarray(host_batch[k])) for k in BATCH_KEYS}
+  if "ref_logps" in host_batch:  # DPO: stored reference log-probs, one per row
+    rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(sh.spec[0]))
+    out["ref_logps"] = jax.make_array_from_process_local_data(rows, np.asarray(host_batch["ref_logps"]))
+  return out
 
 
 def empty_batch(rows: int, seq_len: int) -> dict:

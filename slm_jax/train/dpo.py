@@ -18,6 +18,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -230,3 +231,120 @@ def jit_ref_logps(ref_fn, mesh: Mesh, param_shardings):
       return jitted(params, {k: batch[k] for k in BATCH_KEYS})
 
   return run
+
+
+# ---------------------------------------------------------------------------------------------------- in the trainer
+
+class DPOParts:
+  """What the trainer needs besides the jitted steps: the reference forward and the reference it runs on."""
+
+  def __init__(self, ref_run, reference_mode: str):
+    self.ref_run, self.mode, self.params = ref_run, reference_mode, None
+
+  def bind_reference(self, params) -> None:
+    self.params = params
+
+  def with_ref(self, batch: dict) -> dict:
+    """The batch with `ref_logps`: stored ones, else the bound reference model's, else zeros (only empty
+    padding batches of a precomputed run come without them)."""
+    if "ref_logps" in batch:
+      return batch
+    if self.params is not None:
+      return dict(batch, ref_logps=self.ref_run(self.params, batch))
+    if self.mode == "precomputed":
+      return dict(batch, ref_logps=np.zeros((batch["input_ids"].shape[0],), np.float32))
+    raise ValueError("DPO batch without ref_logps and no reference model bound (config.dpo.reference='model')")
+
+
+def build_steps(config, graphdef, tx, lr_fn, mesh: Mesh, param_shardings, opt_shardings):
+  """(train_step, eval_step, DPOParts) of `config.objective == 'dpo'` for `program.build_program`."""
+  d = config.dpo
+  if config.data.kind != "preference":
+    raise ValueError(f"config.objective='dpo' trains on preference pairs: set config.data.kind='preference' "
+                     f"(got {config.data.kind!r}) and config.data.sources.preference")
+  if config.global_batch_size % 2 or (config.global_batch_size // 2) % config.micro_batches:
+    raise ValueError(f"config.global_batch_size={config.global_batch_size} counts rows (2 per pair): it must be "
+                     f"even and its pairs divide into micro_batches={config.micro_batches}")
+  if d.reference not in ("model", "precomputed"):
+    raise ValueError(f"config.dpo.reference={d.reference!r}: expected 'model' or 'precomputed'")
+  kw = dict(beta=d.beta, loss_type=d.loss_type, label_smoothing=d.label_smoothing, loss_chunk=config.loss_chunk)
+  step = jit_dpo_step(make_dpo_step(graphdef, tx, lr_fn, micro_batches=config.micro_batches,
+                                    nan_at_step=config.inject_nan_at_step, **kw), mesh, param_shardings, opt_shardings)
+  ev = jit_dpo_eval(make_dpo_eval_step(graphdef, **kw), mesh, param_shardings)
+  parts = DPOParts(jit_ref_logps(make_ref_logps(graphdef, config.loss_chunk), mesh, param_shardings), d.reference)
+
+  def train_step(params, opt_state, batch, step_no):
+    return step(params, opt_state, parts.with_ref(batch), step_no)
+
+  def eval_step(params, batch):
+    return ev(params, parts.with_ref(batch))
+
+  train_step.jitted = step.jitted
+  return train_step, eval_step, parts
+
+
+def reference_path(config) -> str:
+  """Where precomputed reference log-probs are stored with the data: <preference folder>/reference_logps/<key>.npz,
+  the key a hash of everything that fixes them (init, model, vocabulary, seed, lengths, precision)."""
+  import hashlib
+  import json
+  import os
+  c = config
+  key = json.dumps({"init": c.init.to_dict(), "model": c.model.to_dict(), "vocab": c.vocab.to_dict(),
+                    "seed": c.seed, "seq_len": c.seq_len, "max_prompt_len": c.dpo.max_prompt_len,
+                    "precision": c.precision}, sort_keys=True, default=str)
+  name = hashlib.sha256(key.encode()).hexdigest()[:16]
+  return os.path.join(c.data.sources.preference, "reference_logps", f"{name}.npz")
+
+
+def precompute_reference(config, prog, layout, params, path: str, log=print) -> None:
+  """One pass over the train and validation pairs with `params` (the reference): their summed continuation
+  log-probs, written to `path` (npz: split -> [pairs, 2], chosen / rejected) by process 0."""
+  import os
+  import time
+  from jax.experimental import multihost_utils
+  from slm_jax.data.preference import PreferenceIterator
+  from slm_jax.train.data import global_batch
+  t0, out = time.time(), {}
+  for split in ("train", "validation"):
+    it = PreferenceIterator(config.data.sources.preference, split, layout, seq_len=config.seq_len,
+                            global_batch_size=config.global_batch_size // 2, seed=config.seed,
+                            process_index=jax.process_index(), process_count=jax.process_count(), num_epochs=1,
+                            shuffle=False, max_prompt_len=config.dpo.max_prompt_len or None)
+    ref = np.zeros((it.n, 2), np.float32)
+    for b in it:
+      lp = prog.dpo.ref_run(params, global_batch(b, prog.mesh))
+      lp = np.asarray(multihost_utils.process_allgather(lp, tiled=True))
+      idx = np.asarray(multihost_utils.process_allgather(b["record_index"], tiled=True))
+      for j in np.flatnonzero(idx >= 0):
+        ref[idx[j], j % 2] = lp[j]
+    out[split] = ref
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp.npz"
+    np.savez(tmp, **out)
+    os.replace(tmp, path)
+  multihost_utils.sync_global_devices("dpo reference log-probs written")
+  log(f"reference log-probs of {len(out['train'])} + {len(out['validation'])} pairs written to {path} "
+      f"({time.time() - t0:.0f} s)")
+
+
+def prepare_reference(config, prog, layout, params, *, fresh: bool, param_dtype: str, dtype: str) -> None:
+  """Before the first step of a DPO run: bind the frozen reference (a copy of the starting params, or on resume
+  the init reloaded), or make sure the precomputed reference log-probs exist (computed now on a fresh start)."""
+  import os
+  if config.dpo.reference == "precomputed":
+    path = reference_path(config)
+    if not os.path.exists(path):
+      if not fresh:
+        raise FileNotFoundError(f"{path}: the reference log-probs of this resumed DPO run are missing (they are "
+                                "written before its first step); restore them or start the run again")
+      precompute_reference(config, prog, layout, params, path)
+    return
+  if fresh:
+    with jax.set_mesh(prog.mesh):
+      ref = jax.tree.map(jnp.copy, params)  # the step donates the policy's buffers
+  else:
+    from slm_jax.train.init import fresh_start
+    ref = jax.device_put(fresh_start(config, prog.mesh, param_dtype, dtype).params, prog.param_shardings)
+  prog.dpo.bind_reference(ref)

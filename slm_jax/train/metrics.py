@@ -31,6 +31,8 @@ def progress_line(m: dict) -> str:
   for name in KIND_NAMES:
     if f"loss_{name}" in m:
       parts.append(f"{name} {m[f'loss_{name}']:.3f}")
+  if "rewards/accuracies" in m:  # DPO (trl's names)
+    parts += [f"reward acc {m['rewards/accuracies']:.2f}", f"margin {m['rewards/margins']:.3f}"]
   parts += [f"gnorm {m['grad_norm']:.3f}", f"lr {m['lr']:.3g}", f"tok/s {m['tokens_per_s']:.0f}",
             f"TFLOP/s/dev {m['tflops_per_device']:.2f}"]
   parts.append("MFU " + (f"{100 * m['mfu']:.1f}%" if m.get("mfu") is not None else "unknown"))

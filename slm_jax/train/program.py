@@ -20,7 +20,7 @@ from slm_jax.train import optimizer as opt_lib
 from slm_jax.train import step as step_lib
 from slm_jax.train.checkpointing import abstract_like
 
-OBJECTIVES = ("lm",)
+OBJECTIVES = ("lm", "dpo")  # dpo: preference pairs, slm_jax/train/dpo.py
 
 
 @dataclasses.dataclass
@@ -37,6 +37,7 @@ class Program:
   abstract_opt: Any
   train_step: Callable          # (params, opt_state, batch, step) -> (params, opt_state, metrics)
   eval_step: Callable           # (params, batch) -> sums
+  dpo: Any = None               # objective 'dpo': dpo.DPOParts (reference forward, bound reference)
 
 
 def build_program(config, cfg: ModelConfig, mesh: Mesh, schedule_steps: int) -> Program:
@@ -52,6 +53,12 @@ def build_program(config, cfg: ModelConfig, mesh: Mesh, schedule_steps: int) -> 
   tx, lr_fn = opt_lib.from_config(config.optim, schedule_steps, moment_dtype)
   opt_init, opt_sh = step_lib.compile_opt_init(tx, abstract_params, param_sh, mesh)
   abstract_opt = abstract_like(jax.eval_shape(tx.init, abstract_params), opt_sh)
+  if objective == "dpo":
+    from slm_jax.train import dpo
+    train_fn, eval_fn, parts = dpo.build_steps(config, graphdef, tx, lr_fn, mesh, param_sh, opt_sh)
+    return Program(mesh=mesh, cfg=cfg, graphdef=graphdef, param_shardings=param_sh, abstract_params=abstract_params,
+                   tx=tx, lr_fn=lr_fn, opt_init=opt_init, opt_shardings=opt_sh, abstract_opt=abstract_opt,
+                   train_step=train_fn, eval_step=eval_fn, dpo=parts)
   train_fn = step_lib.jit_train_step(
       step_lib.make_train_step(graphdef, tx, lr_fn, micro_batches=config.micro_batches,
                                loss_chunk=config.loss_chunk, nan_at_step=config.inject_nan_at_step,

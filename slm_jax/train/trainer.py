@@ -29,6 +29,7 @@ from slm_jax.checkpoint import orbax_io
 from slm_jax.checkpoint.tokenizer_files import save_tokenizer
 from slm_jax.model.config import ModelConfig
 from slm_jax.train import data as data_lib
+from slm_jax.train import dpo
 from slm_jax.train import flops as flops_lib
 from slm_jax.train import optimizer as opt_lib
 from slm_jax.train import validate
@@ -317,6 +318,7 @@ def evaluate(config, start: Start, params) -> dict:
   total = jax.device_get(total)
   rec = {"val_loss": float(total["nll"]) / max(float(total["count"]), 1.0)}
   rec.update(kind_losses(total["kind_nll"], total["kind_count"], prefix="val_loss_"))
+  rec.update({f"val_{k}": float(v) / max(float(total["count"]), 1.0) for k, v in total.items() if "/" in k})
   return rec
 
 
@@ -431,6 +433,9 @@ def train(config, workdir: str) -> dict:
   try:
     s = setup(config, workdir)
     start, state, train_it = resume(s) if s.ckpt.all_steps() else start_fresh(s)
+    if start.prog.dpo is not None:  # the frozen reference, or its log-probs stored with the data
+      dpo.prepare_reference(config, start.prog, start.layout, state.params, fresh=start.resumed_from is None,
+                            param_dtype=s.param_dtype, dtype=s.dtype)
     writer = MetricsWriter(workdir, enabled=jax.process_index() == 0, tensorboard=config.tensorboard,
                            resume_step=state.step)
     _write_run_info(s, start, writer)
