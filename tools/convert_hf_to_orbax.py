@@ -7,6 +7,7 @@ import sys
 
 from absl import app, flags
 
+from slm_jax import console
 from slm_jax.checkpoint.host_memory import limit_malloc_arenas
 from slm_jax.checkpoint.hf_to_orbax import DTYPES, convert_hf_to_orbax
 
@@ -25,6 +26,7 @@ flags.DEFINE_bool("overwrite", False, "Replace --out_dir if it exists.")
 
 def main(argv):
   del argv
+  console.setup()  # absl / Orbax / JAX INFO hidden unless --verbosity is given
   limit_malloc_arenas()
   try:
     convert_hf_to_orbax(FLAGS.hf_dir, FLAGS.out_dir, num_units=FLAGS.add_speech_units, dtype=FLAGS.dtype,

@@ -8,6 +8,7 @@ import sys
 
 from absl import app, flags
 
+from slm_jax import console
 from slm_jax.checkpoint.host_memory import limit_malloc_arenas
 from slm_jax.checkpoint.hf_export import convert_orbax_to_hf
 from slm_jax.checkpoint.hf_to_orbax import DTYPES
@@ -23,6 +24,7 @@ flags.DEFINE_bool("overwrite", False, "Replace --out_dir if it exists.")
 
 def main(argv):
   del argv
+  console.setup()  # absl / Orbax / JAX INFO hidden unless --verbosity is given
   limit_malloc_arenas()
   try:
     convert_orbax_to_hf(FLAGS.ckpt_dir, FLAGS.out_dir, step=FLAGS.step, dtype=FLAGS.dtype,

@@ -9,11 +9,11 @@
 features JSONL keyed by file stem; `units.jsonl` / `features.jsonl` inside --data_dir is found by itself) or
 from the audio through --encoder / --kmeans.
 """
-import json
 import sys
 
 from absl import app, flags
 
+from slm_jax import console
 from slm_jax.eval import run
 from slm_jax.eval.benchmarks import BENCHMARKS
 
@@ -34,7 +34,8 @@ flags.DEFINE_bool("mask_modality", False, "Ban text ids and markers when scoring
 flags.DEFINE_list("cm_modes", None, "Cross-modal modes among tt,ts,st,ss (default: every mode with its files).")
 flags.DEFINE_string("cm_text_join", " ", "Between prompt and ending text in T->T ('' is slamkit's join).")
 flags.DEFINE_string("transcripts", None, "genppl: ASR transcripts, JSONL {file_name, text} or one per line.")
-flags.DEFINE_string("out", None, "Results JSON to write.")
+flags.DEFINE_string("out", None, "Full results JSON (default: eval_<benchmark>.json in the current folder); "
+                    "a short table is printed.")
 flags.DEFINE_string("submission_dir", None, "Also write ZeroSpeech submission files (<stem> <score>) here.")
 flags.DEFINE_bool("by_pair", False, "Keep the per-pair (per-id) table in the results JSON.")
 flags.DEFINE_string("dtype", None, "Compute dtype override (float32 / bfloat16).")
@@ -46,13 +47,16 @@ flags.DEFINE_integer("mesh_tensor", 1, "Mesh 'tensor' axis ('fsdp' takes the rem
 
 def main(argv):
   del argv
+  console.setup()  # absl / Orbax / JAX INFO hidden unless --verbosity is given
   mesh = run.make_mesh(FLAGS.mesh_data, -1, FLAGS.mesh_tensor)
   scorer_kw = dict(tokens_per_batch=FLAGS.tokens_per_batch, max_buckets=FLAGS.max_buckets)
+  out = FLAGS.out or f"eval_{FLAGS.benchmark}.json"
+  print(f"{FLAGS.benchmark}: loading {FLAGS.ckpt}", flush=True)
   try:
     if FLAGS.benchmark == "genppl":
       if not FLAGS.transcripts:
         raise ValueError("--benchmark=genppl needs --transcripts")
-      res = run.genppl_checkpoint(FLAGS.ckpt, FLAGS.transcripts, mesh=mesh, dtype=FLAGS.dtype, out=FLAGS.out,
+      res = run.genppl_checkpoint(FLAGS.ckpt, FLAGS.transcripts, mesh=mesh, dtype=FLAGS.dtype, out=out,
                                   **scorer_kw)
       summary = {k: res[k] for k in ("genppl", "mean_nll", "auto_bleu_2", "num_samples", "num_empty") if k in res}
     else:
@@ -62,14 +66,31 @@ def main(argv):
           FLAGS.ckpt, FLAGS.benchmark, FLAGS.data_dir, step=FLAGS.step, dtype=FLAGS.dtype, mesh=mesh,
           units=FLAGS.units, encoder=FLAGS.encoder, kmeans=FLAGS.kmeans, trust_pickle=FLAGS.trust_pickle,
           layer=FLAGS.layer,
-          out=FLAGS.out, split=FLAGS.split, layout=FLAGS.layout, reduce=FLAGS.reduce,
+          out=out, split=FLAGS.split, layout=FLAGS.layout, reduce=FLAGS.reduce,
           mask_modality=FLAGS.mask_modality, cm_modes=FLAGS.cm_modes, cm_text_join=FLAGS.cm_text_join,
           submission_dir=FLAGS.submission_dir, by_pair=FLAGS.by_pair, **scorer_kw)
       summary = {k: res[k] for k in ("metric", "accuracy", "num_pairs", "breakdowns")}
   except (FileNotFoundError, ValueError, KeyError) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(2)
-  print(json.dumps(summary, indent=2))
+  print(table(summary))
+  print(f"full results: {out}")
+
+
+def table(summary: dict) -> str:
+  """A few lines: the metric, its accuracy and pairs, one line per breakdown (or the GenPPL figures)."""
+  if "genppl" in summary:
+    return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())
+  lines = [f"{summary['metric']}: {100 * summary['accuracy']:.1f}% accuracy on {summary['num_pairs']} pairs"]
+  for key, parts in summary.get("breakdowns", {}).items():
+    if not isinstance(parts, dict):  # e.g. a per-voice average
+      lines.append(f"  {key}: {parts:.4g}" if isinstance(parts, float) else f"  {key}: {parts}")
+      continue
+    cells = [f"{k} {100 * v['score']:.1f}" for k, v in parts.items()
+             if isinstance(v, dict) and v.get("score") is not None]
+    if cells:
+      lines.append(f"  {key}: " + ", ".join(cells))
+  return "\n".join(lines)
 
 
 if __name__ == "__main__":
