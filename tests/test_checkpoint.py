@@ -298,7 +298,7 @@ def test_errors(tmp_path, llama_units, llama3_tokenizer_dir, smollm2_dir):
   r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_orbax_to_hf.py"),
                       f"--ckpt_dir={tmp_path / 'nope'}", f"--out_dir={tmp_path / 'o'}"], capture_output=True,
                      text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-  assert r.returncode == 1 and "error: checkpoint directory" in r.stderr and "Traceback" not in r.stderr
+  assert r.returncode == 2 and "error: checkpoint directory" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_staged_output_leaves_nothing_on_failure(tmp_path):

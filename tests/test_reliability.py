@@ -6,6 +6,7 @@ shutdown, and the bad inputs of the data, units, evaluation and conversion tools
 import importlib.util
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -327,3 +328,133 @@ def test_ctrl_c_saves_like_sigterm(tmp_path):
   summary = json.loads(out.strip().splitlines()[-1])
   assert summary["status"] == "interrupted" and "SIGINT received" in out
   assert orbax_io.read_meta(os.path.join(workdir, "checkpoints"))[1] == summary["step"] == max(_losses(workdir))
+
+
+# ---------------------------------------------------------------- bad inputs of the data, units, eval and conversion tools
+
+def _tool(name, *args, timeout=240):
+  return subprocess.run([sys.executable, os.path.join(ROOT, "tools", name), *args], cwd=ROOT, env=_env(),
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def test_extract_units_skips_and_reports_audio_shorter_than_one_frame(tmp_path):
+  import numpy as np
+  import soundfile as sf
+  from slm_jax.units import extract
+  from slm_jax.units.mfcc import MfccEncoder
+  audio = tmp_path / "audio"
+  audio.mkdir()
+  rng = np.random.default_rng(0)
+  for name, n in (("a.wav", 16000), ("b.wav", 12000), ("short.wav", 100)):
+    sf.write(audio / name, (0.1 * rng.standard_normal(n)).astype(np.float32), 16000)
+  km = tmp_path / "km.npy"
+  np.save(km, rng.standard_normal((8, MfccEncoder.dim)).astype(np.float32))
+  out = tmp_path / "units.jsonl"
+  r = _tool("extract_units.py", f"--audio_dir={audio}", "--ext=wav", f"--out={out}", f"--kmeans={km}")
+  assert r.returncode == 0, r.stderr[-3000:]
+  records = [json.loads(line) for line in out.read_text().splitlines()]
+  assert sorted(os.path.basename(x["file_name"]) for x in records) == ["a.wav", "b.wav"]  # good ones all kept
+  assert all(len(x["units"]) > 0 for x in records)
+  assert "2 files written" in r.stdout and "1 skipped" in r.stdout
+  assert f"skipped {audio / 'short.wav'}: 100 samples (0.0063 s) is shorter than one encoder frame" in r.stdout
+  r = _tool("extract_units.py", f"--audio_dir={audio}", "--ext=wav", f"--out={tmp_path / 'strict.jsonl'}",
+            f"--kmeans={km}", "--strict")
+  assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+  assert f"ERROR: {audio / 'short.wav'}: 100 samples" in r.stderr and "(--strict)" in r.stderr
+
+
+def _text_input(path, lines):
+  path.write_text("".join(json.dumps({"text": t}) + "\n" for t in lines))
+  return str(path)
+
+
+def test_prepare_data_refuses_a_folder_and_an_empty_input_leaving_nothing(tmp_path):
+  out = tmp_path / "out"
+  r = _tool("prepare_data.py", "--kind=text", f"--input={tmp_path}", f"--out_dir={out}")
+  assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+  assert f"ERROR: --input {str(tmp_path)!r}: {tmp_path} is a folder; give files or a glob" in r.stderr
+  assert not out.exists()
+  empty = tmp_path / "empty.jsonl"
+  empty.write_text("")
+  good = _text_input(tmp_path / "good.jsonl", ["one document", "another"])
+  r = _tool("prepare_data.py", "--kind=text", f"--input={good},{empty}", f"--out_dir={out}")
+  assert r.returncode == 2 and f"ERROR: {empty}: empty input file (1 of 2 inputs" in r.stderr, r.stderr[-3000:]
+  assert "--allow_empty" in r.stderr and not out.exists()
+  r = _tool("prepare_data.py", "--kind=text", f"--input={good},{empty}", f"--out_dir={out}", "--allow_empty",
+            "--num_workers=1")
+  assert r.returncode == 0 and "prepared 2 text documents" in r.stdout, r.stderr[-3000:]
+
+
+def test_prepare_data_no_document_strict_failure_and_leftovers(tmp_path):
+  from slm_jax.data import prepare, records, slamkit
+  out = tmp_path / "out"
+  cfg = lambda inputs, **kw: prepare.PrepareConfig(kind="text", inputs=inputs, out_dir=str(out), num_workers=1,
+                                                   **kw)
+  blank = _text_input(tmp_path / "blank.jsonl", ["", "  "])
+  with pytest.raises(prepare.InputError, match=r"no document accepted from 1 input file\(s\) \(2 rejected; e\.g\. "):
+    prepare.prepare(cfg([blank]), progress=False, log=lambda *_: None)
+  assert not out.exists()  # no partial output
+  bad = _text_input(tmp_path / "bad.jsonl", ["fine", "also fine", ""])
+  with pytest.raises(slamkit.Rejected, match=r"bad\.jsonl:3: .*--strict"):
+    prepare.prepare(cfg([bad], strict=True), progress=False, log=lambda *_: None)
+  assert not out.exists()  # the temporary shards of the failed run are gone
+  out.mkdir()  # a run killed mid-way left temporary shards (and no manifest): the next run removes them
+  (out / ".tmp-train-00000").write_bytes(b"partial")
+  (out / "notes.txt").write_text("the user's own file")
+  manifest = prepare.prepare(cfg([bad]), progress=False, log=lambda *_: None)
+  assert manifest["counts"]["documents"] == 2 and len(manifest["rejected"]) == 1
+  names = sorted(os.listdir(out))
+  assert "notes.txt" in names and not [n for n in names if n.startswith(".tmp-")]
+  assert records.read_manifest(str(out))["counts"]["documents"] == 2
+  with pytest.raises(FileExistsError, match="--overwrite"):  # a finished dataset is never replaced silently
+    prepare.prepare(cfg([bad]), progress=False, log=lambda *_: None)
+
+
+def test_conversion_removes_leftover_tmp_folders_of_killed_runs(tmp_path):
+  from slm_jax.checkpoint.staging import staged_output
+  gone = subprocess.Popen(["true"])
+  gone.wait()
+  out = str(tmp_path / "ckpt")
+  host = socket.gethostname()
+  dead = [f"{out}.tmp-{gone.pid}", f"{out}.tmp-{host}-{gone.pid}"]  # old and current naming
+  live = [f"{out}.tmp-{host}-{os.getppid()}", f"{out}.tmp-otherhost-{gone.pid}"]
+  for d in dead + live:
+    os.makedirs(os.path.join(d, "params"))
+  with staged_output(out) as tmp:
+    with open(os.path.join(tmp, "x"), "w") as f:
+      f.write("done")
+  assert sorted(os.listdir(tmp_path)) == sorted(["ckpt"] + [os.path.basename(d) for d in live])
+  with pytest.raises(RuntimeError):  # a failure inside removes its own temporary folder
+    with staged_output(str(tmp_path / "other")):
+      raise RuntimeError("conversion failed")
+  assert not [n for n in os.listdir(tmp_path) if n.startswith("other")]
+
+
+def test_hf_config_without_keys_names_the_file_and_the_keys(tmp_path):
+  import numpy as np
+  from safetensors.numpy import save_file
+  from slm_jax.checkpoint.hf_source import open_hf
+  from slm_jax.model.config import ModelConfig, preset
+  d = preset("tiny-llama").to_hf_dict("float32")
+  del d["hidden_size"], d["num_hidden_layers"]
+  (tmp_path / "config.json").write_text(json.dumps(d))
+  save_file({"model.embed_tokens.weight": np.zeros((4, 2), np.float32)}, str(tmp_path / "model.safetensors"))
+  msg = f"{tmp_path / 'config.json'}: missing keys hidden_size, num_hidden_layers"
+  with pytest.raises(ValueError, match="^" + re.escape(msg) + "$"):
+    ModelConfig.from_hf_dir(str(tmp_path))
+  with pytest.raises(ValueError, match="^" + re.escape(msg) + "$"):
+    open_hf(str(tmp_path)).model_config()
+
+
+def test_missing_gold_csv_is_named(tmp_path):
+  import shutil
+  from slm_jax.eval import benchmarks
+  from slm_jax.eval.inputs import UnitsFile
+  folder = tmp_path / "sblimp"
+  folder.mkdir()
+  shutil.copy(os.path.join(ROOT, "data", "demo", "eval", "sblimp", "units.jsonl"), folder / "units.jsonl")
+  with pytest.raises(benchmarks.BenchmarkError, match=r"gold\.csv is missing \(looked in it, in dev/ and in "):
+    benchmarks.load_benchmark("sblimp", str(folder), units=UnitsFile(str(folder / "units.jsonl")))
+  r = _tool("evaluate.py", f"--ckpt={tmp_path / 'ckpt'}", "--benchmark=sblimp", f"--data_dir={folder}")
+  assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+  assert f"error: {folder}: gold.csv is missing" in r.stderr

@@ -7,6 +7,8 @@
 Reruns skip files already in the output. --prepare_dir also writes the ArrayRecord form the data tools read. On several hosts pass --distributed: each process takes every n-th file
 and writes `<out>-<i>-of-<n>.jsonl`. `--encoder=mfcc` is a weight-free STAND-IN (MFCC k-means), not HuBERT.
 """
+import sys
+
 from absl import app, flags
 
 from slm_jax import console
@@ -61,7 +63,12 @@ def main(argv):
       trust_pickled_kmeans=_TRUST.value, batch_size=_BATCH.value, max_batch_seconds=_MAX_SEC.value,
       slamkit_padding=_SLAMKIT.value, dtype=_DTYPE.value, strict=_STRICT.value, seed=_SEED.value,
       process_index=jax.process_index(), process_count=jax.process_count())
-  stats = extract.run(cfg)
+  from slm_jax.units import audio
+  try:
+    stats = extract.run(cfg)
+  except (audio.AudioError, FileNotFoundError, FileExistsError, ValueError) as e:
+    print(f"ERROR: {e}{' (--strict)' if isinstance(e, audio.AudioError) else ''}", file=sys.stderr, flush=True)
+    sys.exit(2)
   print(extract.summary(stats, extract.shard_path(cfg.out, cfg.process_index, cfg.process_count)))
   if _PREP.value:
     if cfg.process_count > 1:

@@ -36,6 +36,8 @@ _TOLERANCE = flags.DEFINE_float("time_tolerance", 0.04, "Seconds a word may end 
 _REPETITION = flags.DEFINE_bool("repetition_filter", True, "Preference pairs with prompt_text and chosen_text: drop "
                                 "them unless auto-BLEU-2 of prompt + chosen text < --max_auto_bleu (slamkit).")
 _MAX_BLEU = flags.DEFINE_float("max_auto_bleu", 0.3, "Threshold of the preference repetition filter.")
+_ALLOW_EMPTY = flags.DEFINE_bool("allow_empty", False, "Accept empty input files and write a dataset without "
+                                 "documents (otherwise an error).")
 flags.mark_flags_as_required(["kind", "input", "out_dir"])
 
 
@@ -59,10 +61,11 @@ def main(argv):
       kind=_KIND.value, inputs=_INPUT.value, out_dir=_OUT.value, alignment_dir=_ALIGN.value, strict=_STRICT.value,
       validation_fraction=_VAL_FRACTION.value, validation_count=_VAL_COUNT.value, records_per_shard=_SHARD.value,
       num_workers=_WORKERS.value, text_field=_TEXT_FIELD.value, num_units=_NUM_UNITS.value,
-      tokenizer_dir=_TOKENIZER.value, overwrite=_OVERWRITE.value, time_tolerance=_TOLERANCE.value)
+      tokenizer_dir=_TOKENIZER.value, overwrite=_OVERWRITE.value, time_tolerance=_TOLERANCE.value,
+      allow_empty=_ALLOW_EMPTY.value)
   try:
     prepare.prepare(cfg)
-  except (slamkit.Rejected, FileNotFoundError, FileExistsError) as e:
+  except (slamkit.Rejected, prepare.InputError, FileNotFoundError, FileExistsError) as e:
     print(f"ERROR: {e}", file=sys.stderr, flush=True)
     sys.exit(2)
 

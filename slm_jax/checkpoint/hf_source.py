@@ -41,7 +41,8 @@ class HFSource:
     return self.reader.shape(self.prefix + name)
 
   def model_config(self, **overrides) -> ModelConfig:
-    return ModelConfig.from_hf_dict(self.hf_config, **overrides)
+    where = os.path.join(self.folder, "config.json") + (" (base_config)" if self.kind == "slamkit" else "")
+    return ModelConfig.from_hf_dict(self.hf_config, where=where, **overrides)
 
   def embedding_rows(self) -> int:
     for name in (EMBED, HEAD):

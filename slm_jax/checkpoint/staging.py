@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import glob
+import logging
 import os
 import shutil
+import socket
 
 
 class OutputExists(FileExistsError):
@@ -18,12 +21,27 @@ def check_output(out_dir: str, overwrite: bool = False) -> str:
   return out_dir
 
 
+def remove_leftovers(out_dir: str) -> list[str]:
+  """Removes `<out_dir>.tmp-<host>-<pid>` folders of killed runs on this host (their process is gone)."""
+  from slm_jax.train.lock import pid_alive
+  removed = []
+  for tmp in glob.glob(glob.escape(out_dir) + ".tmp-*"):
+    host, _, pid = tmp[len(out_dir) + len(".tmp-"):].rpartition("-")
+    if host not in ("", socket.gethostname()) or not pid.isdigit() or pid_alive(int(pid)):
+      continue
+    shutil.rmtree(tmp, ignore_errors=True)
+    logging.warning("removed %s, left by an unfinished run", tmp)
+    removed.append(tmp)
+  return removed
+
+
 @contextlib.contextmanager
 def staged_output(out_dir: str, overwrite: bool = False):
   """Yields a fresh temporary folder next to `out_dir`; on success it replaces `out_dir`, on error it is removed."""
   out_dir = check_output(out_dir, overwrite)
   os.makedirs(os.path.dirname(out_dir), exist_ok=True)
-  tmp = f"{out_dir}.tmp-{os.getpid()}"
+  remove_leftovers(out_dir)
+  tmp = f"{out_dir}.tmp-{socket.gethostname()}-{os.getpid()}"
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
   try:

@@ -37,6 +37,11 @@ class PrepareConfig:
   tokenizer_dir: str | None = None  # counts text tokens with this HF tokenizer when given
   overwrite: bool = False
   time_tolerance: float = 0.04  # seconds a word may end past the audio
+  allow_empty: bool = False  # accept empty input files and a dataset without documents
+
+
+class InputError(ValueError):
+  """Bad input to the preparation as a whole (a folder given as a file, an empty input)."""
 
 
 def expand_inputs(patterns: list[str]) -> list[str]:
@@ -45,8 +50,20 @@ def expand_inputs(patterns: list[str]) -> list[str]:
     found = sorted(glob.glob(pattern, recursive=True))
     if not found:
       raise FileNotFoundError(f"--input {pattern!r} matches no file")
+    folders = [f for f in found if os.path.isdir(f)]
+    if folders:
+      raise InputError(f"--input {pattern!r}: {folders[0]} is a folder; give files or a glob such as "
+                       f"'{os.path.join(folders[0], '*.jsonl')}'")
     files.extend(found)
   return files
+
+
+def check_not_empty(files: list[str]) -> None:
+  """Refuses empty input files (a truncated or never-written export), naming the first."""
+  empty = [f for f in files if os.path.getsize(f) == 0]
+  if empty:
+    raise InputError(f"{empty[0]}: empty input file ({len(empty)} of {len(files)} inputs are empty); "
+                     "pass --allow_empty to accept empty inputs")
 
 
 def is_validation(doc_id: str, fraction: float) -> bool:
@@ -125,10 +142,32 @@ def _empty_counts() -> dict:
   return {"documents": 0, "words": 0, "unit_tokens": 0, "text_tokens": 0}
 
 
+def _ours(out_dir: str) -> list[str]:
+  """Files a preparation writes into `out_dir` (shards, their temporary names, metadata)."""
+  return [f for f in os.listdir(out_dir) if f.startswith((records.DATASET_NAME, ".tmp-")) or
+          f in ("manifest.json", "dataset_info.json", "features.json", "metadata.json")]
+
+
+def _remove_ours(out_dir: str, remove_dir: bool) -> None:
+  """No partial output: removes what a failed preparation wrote (and `out_dir` when it made it and it is empty)."""
+  if not os.path.isdir(out_dir):
+    return
+  for f in _ours(out_dir):
+    os.remove(os.path.join(out_dir, f))
+  if remove_dir and not os.listdir(out_dir):
+    os.rmdir(out_dir)
+
+
 def _prepare_out_dir(cfg: PrepareConfig) -> None:
   os.makedirs(cfg.out_dir, exist_ok=True)
-  existing = [f for f in os.listdir(cfg.out_dir) if f.startswith((records.DATASET_NAME, ".tmp-")) or
-              f in ("manifest.json", "dataset_info.json", "features.json", "metadata.json")]
+  existing = _ours(cfg.out_dir)
+  if existing and not os.path.exists(os.path.join(cfg.out_dir, "manifest.json")):
+    # no manifest: the leftovers of a killed run (temporary shards), not a dataset; removed
+    print(f"prepare_data: removing {len(existing)} files left in {cfg.out_dir} by an unfinished run "
+          f"(e.g. {sorted(existing)[0]})", file=sys.stderr)
+    for f in existing:
+      os.remove(os.path.join(cfg.out_dir, f))
+    existing = []
   if existing and not cfg.overwrite:
     raise FileExistsError(f"{cfg.out_dir} already holds a prepared dataset ({existing[0]}); pass --overwrite")
   for f in existing:
@@ -152,7 +191,18 @@ def prepare(cfg: PrepareConfig, progress: bool = True, log=print) -> dict:
   if cfg.kind not in records.KINDS:
     raise ValueError(f"--kind must be one of {records.KINDS}, got {cfg.kind!r}")
   files = expand_inputs(cfg.inputs)
+  if not cfg.allow_empty:
+    check_not_empty(files)
+  made = not os.path.isdir(cfg.out_dir)
   _prepare_out_dir(cfg)
+  try:
+    return _prepare(cfg, files, progress, log)
+  except BaseException:
+    _remove_ours(cfg.out_dir, remove_dir=made)
+    raise
+
+
+def _prepare(cfg: PrepareConfig, files: list[str], progress: bool, log) -> dict:
   opts = slamkit.ReadOptions(kind=cfg.kind, alignment_dir=cfg.alignment_dir, text_field=cfg.text_field,
                              num_units=cfg.num_units, time_tolerance=cfg.time_tolerance)
   writers = {s: records.ShardedWriter(cfg.out_dir, s, cfg.records_per_shard) for s in records.SPLITS}
@@ -182,6 +232,10 @@ def prepare(cfg: PrepareConfig, progress: bool = True, log=print) -> dict:
       bar.update(1)
   if bar is not None:
     bar.close()
+  if not cfg.allow_empty and not any(c["documents"] for c in counts.values()):
+    first = f"; e.g. {rejected[0]['file']}:{rejected[0]['line']}: {rejected[0]['reason']}" if rejected else ""
+    raise InputError(f"no document accepted from {len(files)} input file(s) ({len(rejected)} rejected{first}); "
+                     "pass --allow_empty to write an empty dataset")
   splits = {s: w.finish() for s, w in writers.items()}
   total = _empty_counts()
   for s in records.SPLITS:

@@ -185,6 +185,11 @@ def load_benchmark(name: str, data_dir: str, split: str = "dev", layout: str = "
       return _zerospeech(name, folder, split)
     if layout == "zerospeech":
       raise BenchmarkError(f"{data_dir}: no gold.csv in it, in {split}/ or in {task}/{split}/")
+    try:
+      return _folder_pairs(name, data_dir, layout, units)
+    except ValueError as e:  # neither layout: the missing gold.csv is the likely cause
+      raise BenchmarkError(f"{data_dir}: gold.csv is missing (looked in it, in {split}/ and in {task}/{split}/); "
+                           f"nor is it a folder of named / slamkit pairs ({e})") from None
   if layout == "zerospeech":
     raise BenchmarkError(f"{name} has no ZeroSpeech layout (use auto, named or slamkit)")
   return _folder_pairs(name, data_dir, layout, units)

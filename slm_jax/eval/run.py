@@ -46,9 +46,10 @@ def units_source(data_dir: str | None, units: str | None = None, encoder: str | 
 def evaluate_loaded(loaded: Loaded, mesh, benchmark: str, data_dir: str, *, split: str = "dev",
                     layout: str = "auto", units=None, reduce: str = "mean", mask_modality: bool = False,
                     cm_modes: Sequence[str] | None = None, cm_text_join: str = " ", scorer: Scorer | None = None,
-                    submission_dir: str | None = None, by_pair: bool = False, **scorer_kw) -> dict:
-  bench = bm.load_benchmark(benchmark, data_dir, split=split, layout=layout, cm_modes=cm_modes,
-                            cm_text_join=cm_text_join, units=units)
+                    submission_dir: str | None = None, by_pair: bool = False, bench: bm.Benchmark | None = None,
+                    **scorer_kw) -> dict:
+  bench = bench or bm.load_benchmark(benchmark, data_dir, split=split, layout=layout, cm_modes=cm_modes,
+                                     cm_text_join=cm_text_join, units=units)
   scorer = scorer or Scorer(loaded.model, mesh, **scorer_kw)
   results, scores = bm.evaluate(scorer, bench, loaded.encoder(), units, reduce=reduce, mask_modality=mask_modality)
   if not by_pair:
@@ -68,8 +69,10 @@ def evaluate_checkpoint(ckpt: str, benchmark: str, data_dir: str, *, step: int |
   """Loads `ckpt` and runs one benchmark; writes the results JSON to `out` when given."""
   mesh = mesh or make_mesh()
   source = units_source(data_dir, units, encoder, kmeans, trust_pickle, layer)
+  bench = bm.load_benchmark(benchmark, data_dir, units=source,  # bad benchmark input fails before the model loads
+                            **{k: kw[k] for k in ("split", "layout", "cm_modes", "cm_text_join") if k in kw})
   loaded = load_checkpoint(ckpt, mesh, step=step, dtype=dtype)
-  results = evaluate_loaded(loaded, mesh, benchmark, data_dir, units=source, **kw)
+  results = evaluate_loaded(loaded, mesh, benchmark, data_dir, units=source, bench=bench, **kw)
   if out:
     write_json(out, results)
   return results

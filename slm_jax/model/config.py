@@ -7,6 +7,8 @@ import os
 from typing import Any
 
 SUPPORTED_ARCHS = ("llama", "qwen2")
+HF_REQUIRED_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                    "num_attention_heads")
 # Fields that define the parameter shapes and the function computed; checked on every checkpoint load.
 STRUCTURAL_FIELDS = (
     "arch", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -86,12 +88,16 @@ class ModelConfig:
 
   # ---- Hugging Face config.json -----------------------------------------------------------------
   @classmethod
-  def from_hf_dict(cls, d: dict, **overrides) -> "ModelConfig":
-    """From a transformers 4.x or 5.x config.json dict (rope at top level or in `rope_parameters`)."""
+  def from_hf_dict(cls, d: dict, where: str = "config.json", **overrides) -> "ModelConfig":
+    """From a transformers 4.x or 5.x config.json dict (rope at top level or in `rope_parameters`); `where`
+    names the file in errors."""
     model_type = d.get("model_type")
     if model_type not in SUPPORTED_ARCHS:
-      raise ValueError(f"unsupported model_type {model_type!r} (architectures {d.get('architectures')}); "
+      raise ValueError(f"{where}: unsupported model_type {model_type!r} (architectures {d.get('architectures')}); "
                        f"supported: {', '.join(SUPPORTED_ARCHS)}")
+    missing = [k for k in HF_REQUIRED_KEYS if d.get(k) is None]
+    if missing:
+      raise ValueError(f"{where}: missing key{'s' * (len(missing) > 1)} {', '.join(missing)}")
     rope = dict(d.get("rope_parameters") or {})
     theta = rope.pop("rope_theta", None) or d.get("rope_theta", 10000.0)
     if not rope and d.get("rope_scaling"):
@@ -126,7 +132,7 @@ class ModelConfig:
     if not os.path.exists(f):
       raise FileNotFoundError(f"no config.json in {path}")
     with open(f) as fh:
-      return cls.from_hf_dict(json.load(fh), **overrides)
+      return cls.from_hf_dict(json.load(fh), where=f, **overrides)
 
   def to_hf_dict(self, dtype: str = "bfloat16") -> dict:
     rope: dict[str, Any] = {"rope_theta": self.rope_theta}

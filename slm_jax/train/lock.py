@@ -23,7 +23,7 @@ class WorkdirLocked(RuntimeError):
   pass
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
@@ -69,7 +69,7 @@ class WorkdirLock:
       except FileNotFoundError:
         return "it is gone"
       return f"it has been unreadable for {age:.0f} s" if age > _UNWRITTEN_STALE_S else None
-    if holder.get("host") == self.me["host"] and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
+    if holder.get("host") == self.me["host"] and isinstance(holder.get("pid"), int) and not pid_alive(holder["pid"]):
       return f"process {holder['pid']} is gone"
     return None
 
