@@ -8,8 +8,10 @@
 Speech prompts are slamkit features JSONL (units + duration); speech output is features JSONL too (ready for a
 unit vocoder; durations 1), text output is JSONL {file_name, prompt, text}. Text prompts: one per line, or JSONL
 with `text`. The other modality's ids (and both markers) are banned so the output stays in one modality.
+With --vocoder (speech output), a <file_name>.wav is written beside --out for each continuation.
 """
 import json
+import os
 import sys
 
 from absl import app, flags
@@ -44,6 +46,9 @@ flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_integer("batch_size", 32, "Prompts per compiled call.")
 flags.DEFINE_string("dtype", None, "Compute dtype override.")
 flags.DEFINE_string("out", None, "Output JSONL.", required=True)
+flags.DEFINE_string("vocoder", None, "Speech output: a converted unit vocoder folder (tools/convert_vocoder.py); "
+                    "writes <file_name>.wav beside --out for each continuation.")
+flags.DEFINE_bool("vocode_prompt", False, "With --vocoder: vocode the prompt's units before the continuation.")
 flags.DEFINE_integer("mesh_data", 1, "Mesh 'data' axis.")
 flags.DEFINE_integer("mesh_tensor", 1, "Mesh 'tensor' axis ('fsdp' takes the remaining devices).")
 
@@ -70,6 +75,12 @@ def main(argv):
         loaded, mesh, prompts, prompt_modality=FLAGS.prompt_modality, output_modality=FLAGS.output_modality,
         sampling=sc, prompt_seconds=seconds,
         allow_eos=FLAGS.allow_eos, seed=FLAGS.seed, batch_size=FLAGS.batch_size)
+    if FLAGS.vocoder:
+      if (FLAGS.output_modality or FLAGS.prompt_modality) != "speech":
+        raise ValueError("--vocoder needs speech output (--output_modality=speech)")
+      from slm_jax.vocoder import Vocoder, records as vr
+      vr.vocode_continuations(Vocoder.load(FLAGS.vocoder), records, os.path.dirname(os.path.abspath(FLAGS.out)),
+                              with_prompt=FLAGS.vocode_prompt)
   except (FileNotFoundError, ValueError, KeyError) as e:
     sys.exit(f"error: {e}")
   run.write_jsonl(FLAGS.out, records)
