@@ -11,7 +11,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from slm_jax import vocab
-from slm_jax.data import interleave, pipeline, prepare, records, synthetic
+from slm_jax.data import interleave, pipeline, prepare, records
+from slm_jax.testing import synthetic_data as synthetic
 from slm_jax.data.packing import BATCH_KEYS
 
 SEQ = 64

@@ -9,7 +9,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from slm_jax import vocab
-from slm_jax.data import prepare, records, slamkit, synthetic, tokenise
+from slm_jax.data import prepare, records, slamkit, tokenise
+from slm_jax.testing import synthetic_data as synthetic
 
 
 def _prep(tmp, kind, inputs, name=None, **kw):

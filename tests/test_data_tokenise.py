@@ -7,7 +7,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from slm_jax import vocab
-from slm_jax.data import interleave, synthetic, slamkit, tokenise
+from slm_jax.data import interleave, slamkit, tokenise
+from slm_jax.testing import synthetic_data as synthetic
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,8 @@ def _cpu_seconds() -> float:
 
 
 def _prepare(work: str) -> dict[str, str]:
-  from slm_jax.data import prepare, records, synthetic
+  from slm_jax.data import prepare, records
+  from slm_jax.testing import synthetic_data as synthetic
   sources = {k: os.path.join(work, k) for k in records.KINDS}
   if all(os.path.exists(os.path.join(d, "manifest.json")) for d in sources.values()):
     return sources

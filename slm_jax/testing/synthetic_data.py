@@ -1,4 +1,4 @@
-"""Synthetic slamkit-format inputs shaped like SIMS data, for tests, benchmarks and demos.
+"""Synthetic slamkit-format inputs shaped like SIMS data, for tests and benchmarks (not used by the library).
 
 Utterances: word alignments with consistent times and deduplicated units whose durations cover the audio
 (about 17 units per second, 25 Hz frames); text documents of random sentences. Not speech: only the shapes.
