@@ -228,11 +228,12 @@ def test_worker_processes_resume_exactly(sources, tok_layout):
 
 def test_global_batch_shards_rows_over_data_and_fsdp(sources, tok_layout):
   from slm_jax.sharding import make_mesh
+  from slm_jax.train.data import global_batch
   tok, layout = tok_layout
   mesh = make_mesh(data=2, fsdp=4)
   host = next(pipeline.make_iterator(sources, None, tok, layout, split="validation", seq_len=SEQ,
                                      global_batch_size=8, seed=0, process_index=0, process_count=1))
-  out = pipeline.global_batch(host, mesh)
+  out = global_batch(host, mesh)  # the trainer's
   for k, v in out.items():
     assert isinstance(v, jax.Array) and v.shape == (8, SEQ) and v.dtype == host[k].dtype
     assert v.sharding.spec == jax.sharding.PartitionSpec(("data", "fsdp"), None)

@@ -51,6 +51,7 @@ def _cpu_seconds() -> float:
 def _prepare(work: str) -> dict[str, str]:
   from slm_jax.data import prepare, records
   from slm_jax.testing import synthetic_data as synthetic
+  from slm_jax.train.data import global_batch
   sources = {k: os.path.join(work, k) for k in records.KINDS}
   if all(os.path.exists(os.path.join(d, "manifest.json")) for d in sources.values()):
     return sources
@@ -84,7 +85,7 @@ def _time(sources, tok, layout, workers: int, mesh) -> dict:
   while time.time() - t < _SECONDS.value:
     batch = next(it)
     if mesh is not None:
-      arrays = pipeline.global_batch(batch, mesh)
+      arrays = global_batch(batch, mesh)
       arrays["input_ids"].block_until_ready()
     tokens += int((batch["segment_ids"] > 0).sum())
     for k, v in pipeline.count_tokens(batch).items():

@@ -16,6 +16,7 @@ import sys
 from absl import app, flags
 
 from slm_jax import console
+from slm_jax.data.interleave import FRAME_S
 
 _KIND = flags.DEFINE_enum("kind", None, ["interleaved", "speech", "text", "preference"],
                           "Kind of documents to make (preference: slamkit's spoken preference pairs, for DPO).")
@@ -32,7 +33,7 @@ _TEXT_FIELD = flags.DEFINE_string("text_field", "text", "Text field of text JSON
 _NUM_UNITS = flags.DEFINE_integer("num_units", 500, "Unit vocabulary size (ids must lie in 0..num_units-1).")
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "HF tokenizer folder to count text tokens in the manifest.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a prepared dataset already in --out_dir.")
-_TOLERANCE = flags.DEFINE_float("time_tolerance", 0.04, "Seconds a word may end past the end of the audio.")
+_TOLERANCE = flags.DEFINE_float("time_tolerance", FRAME_S, "Seconds a word may end past the end of the audio.")
 _REPETITION = flags.DEFINE_bool("repetition_filter", True, "Preference pairs with prompt_text and chosen_text: drop "
                                 "them unless auto-BLEU-2 of prompt + chosen text < --max_auto_bleu (slamkit).")
 _MAX_BLEU = flags.DEFINE_float("max_auto_bleu", 0.3, "Threshold of the preference repetition filter.")

@@ -23,7 +23,7 @@ from slm_jax import vocab
 from slm_jax.data import interleave, records, tokenise
 from slm_jax.data.packing import BATCH_KEYS, FixedCountIterDataset, PackIterDataset
 
-__all__ = ["BATCH_KEYS", "SIMS_MIX_WEIGHTS", "count_tokens", "document_dataset", "global_batch", "make_dataset",
+__all__ = ["BATCH_KEYS", "SIMS_MIX_WEIGHTS", "count_tokens", "document_dataset", "make_dataset",
            "make_iterator"]
 
 SIMS_MIX_WEIGHTS = {"text": 0.2024, "interleaved": 0.5433, "speech": 0.2543}  # SPEC §3, per document
@@ -261,16 +261,3 @@ def count_tokens(batch: dict) -> dict[str, int]:
   counts = np.bincount(kind.astype(np.int64), minlength=len(vocab.KIND_NAMES))
   return {name: int(counts[i]) for i, name in enumerate(vocab.KIND_NAMES)}
 
-
-def global_batch(host_batch: dict, mesh) -> dict:
-  """Host-local numpy batch -> global jax.Arrays, batch dim sharded over ('data', 'fsdp')."""
-  import jax
-  from jax.sharding import NamedSharding
-  from slm_jax import sharding
-  out = {}
-  for key, value in host_batch.items():
-    value = np.asarray(value)
-    shape = (value.shape[0] * jax.process_count(), *value.shape[1:])
-    spec = sharding.logical_to_spec(("batch",) + (None,) * (value.ndim - 1), shape, mesh)
-    out[key] = jax.make_array_from_process_local_data(NamedSharding(mesh, spec), value, shape)
-  return out

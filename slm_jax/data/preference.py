@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from slm_jax.data import records
+from slm_jax.data.packing import BATCH_KEYS
 from slm_jax.data.slamkit import Rejected, _check_durations, _check_units, _int_list, _json, iter_inputs
 from slm_jax.vocab import KIND_TEXT, VocabLayout
 
@@ -35,7 +36,6 @@ TEXTS = tuple(f"{k}_text" for k in ITEMS)
 PAIR_FIELDS = ("pair_id",) + TEXTS + tuple(f"{k}_units" for k in ITEMS)
 MAX_AUTO_BLEU = 0.3  # slamkit config/data/preference_alignment_data.yaml
 _UNIT_RE = re.compile(r"<Un(\d+)>")
-BATCH_KEYS = ("input_ids", "targets", "loss_mask", "segment_ids", "positions", "kind")
 
 
 @dataclasses.dataclass

@@ -19,6 +19,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from slm_jax import sharding
+from slm_jax.data.interleave import FRAME_S
 from slm_jax.eval.scoring import modality_banned
 from slm_jax.model.transformer import NEG_INF, init_cache
 from slm_jax.vocab import VocabLayout
@@ -234,7 +235,7 @@ def prompt_pieces(prompt_modality: str, output_modality: str, content) -> list:
 
 
 def cut_units(units: Sequence[int], durations: Sequence[int] | None, seconds: float | None,
-              frame_seconds: float = 0.04) -> np.ndarray:
+              frame_seconds: float = FRAME_S) -> np.ndarray:
   """The units whose end time (cumsum(duration) * frame) is within the first `seconds` (all when None)."""
   units = np.asarray(units, np.int64)
   if seconds is None:

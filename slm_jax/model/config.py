@@ -118,7 +118,7 @@ class ModelConfig:
         head_dim=d.get("head_dim") or d["hidden_size"] // heads, rms_norm_eps=d.get("rms_norm_eps", 1e-6),
         rope_theta=float(theta), rope_scaling=scaling,
         max_position_embeddings=d.get("max_position_embeddings", 2048),
-        tie_word_embeddings=bool(d.get("tie_word_embeddings", model_type == "llama" and False)),
+        tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
         attention_bias=True if model_type == "qwen2" else bool(d.get("attention_bias", False)),
         bos_token_id=d.get("bos_token_id"), eos_token_id=d.get("eos_token_id"))
     if d.get("mlp_bias"):

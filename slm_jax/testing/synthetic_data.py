@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from slm_jax.data.interleave import FRAME_S
+
 WORDS = ("the of and to a in that it was he for on are as with his they at be this from have or one had by "
          "but not what all were when we there can an your which their said if do will each about how up out them "
          "then she many some so these would other into has more her two like him see time could no make than "
@@ -39,7 +41,7 @@ def aligned_utterance(rng: np.random.Generator, file_name: str, seconds: float, 
   durations = np.diff(np.concatenate([[0], cuts, [frames]]))
   units = rng.integers(0, num_units, n_units)
   units[1:][units[1:] == units[:-1]] = (units[1:][units[1:] == units[:-1]] + 1) % num_units  # deduplicated
-  audio = frames * 0.04
+  audio = frames * FRAME_S
   n_words = max(1, int(round(seconds * words_per_second)))
   bounds = np.sort(rng.uniform(0.0, audio, 2 * n_words))
   bounds = np.round(bounds, 2)  # Whisper-like 10 ms resolution

@@ -25,15 +25,12 @@ CHECKPOINT_DIR = "checkpoints"  # a run's checkpoints: <workdir>/checkpoints/<st
 
 
 def _options(keep_last: int, keep_every: int, async_save: bool) -> ocp.CheckpointManagerOptions:
-  kw = dict(enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
-  try:
-    from orbax.checkpoint import checkpoint_managers as cm
-    policies = [cm.LatestN(keep_last)]
-    if keep_every:
-      policies.append(cm.EveryNSteps(keep_every))
-    return ocp.CheckpointManagerOptions(preservation_policy=cm.AnyPreservationPolicy(policies), **kw)
-  except (ImportError, AttributeError, TypeError):  # older Orbax
-    return ocp.CheckpointManagerOptions(max_to_keep=keep_last, keep_period=keep_every or None, **kw)
+  from orbax.checkpoint import checkpoint_managers as cm
+  policies = [cm.LatestN(keep_last)]
+  if keep_every:
+    policies.append(cm.EveryNSteps(keep_every))
+  return ocp.CheckpointManagerOptions(preservation_policy=cm.AnyPreservationPolicy(policies),
+                                      enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
 
 
 def abstract_like(tree, shardings):

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import ml_collections
 
+from slm_jax.data.pipeline import SIMS_MIX_WEIGHTS
+
 # SIMS per-document mixing (SPEC §3): equal token counts from the three kinds
-SIMS_WEIGHTS = {"text": 0.2024, "interleaved": 0.5433, "speech": 0.2543}
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -35,7 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       kind="pipeline",          # pipeline | synthetic | preference (pairs for objective='dpo')
       sources=ml_collections.ConfigDict({"interleaved": "", "speech": "", "text": "", "preference": ""}),
-      weights=ml_collections.ConfigDict(dict(SIMS_WEIGHTS)),
+      weights=ml_collections.ConfigDict(dict(SIMS_MIX_WEIGHTS)),
       interleave_mode="per_epoch",
       num_workers=0,
       num_epochs=ml_collections.config_dict.placeholder(int)))  # None: repeat forever

@@ -43,13 +43,6 @@ def token_logprobs(model, hidden: jax.Array, targets: jax.Array, banned: jax.Arr
   return out.swapaxes(0, 1).reshape(B, n * chunk)[:, :T]
 
 
-def masked_mean_nll(logprobs: jax.Array, loss_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(sum of -logprob over unmasked labels / their count, count). SPEC §5: mean over the whole batch's labels."""
-  m = loss_mask.astype(jnp.float32)
-  count = m.sum()
-  return -(logprobs * m).sum() / jnp.maximum(count, 1.0), count
-
-
 def kind_nll_sums(logprobs: jax.Array, loss_mask: jax.Array, kind: jax.Array,
                   num_kinds: int = 3) -> tuple[jax.Array, jax.Array]:
   """(sum of -logprob [num_kinds], label count [num_kinds]) split by the kind of the target token.

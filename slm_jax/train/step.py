@@ -16,10 +16,10 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from slm_jax.data.packing import BATCH_KEYS
 from slm_jax.sharding import constrain, logical_to_spec
 from slm_jax.train.loss import fused_nll_sum, kind_nll_sums, token_logprobs
 
-BATCH_KEYS = ("input_ids", "targets", "loss_mask", "segment_ids", "positions", "kind")
 
 
 def _sums(graphdef, params, mb, loss_chunk: int, packed: bool = True, fused: bool = False):
