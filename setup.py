@@ -17,7 +17,7 @@ INSTALL_REQUIRES = [
     "tqdm>=4.66",
 ]
 TEST_REQUIRES = ["torch>=2.11,<3", "pytest", "hypothesis", "joblib", "gguf", "accelerate", "nbclient", "nbformat",
-                 "ipykernel", "trl==1.16.0", "faster-whisper>=1.2.1,<2"]
+                 "ipykernel", "trl>=1.16,<2", "faster-whisper>=1.2.1,<2"]
 EXTRAS = {
     "test": TEST_REQUIRES,
     "gpu": [f"jax[cuda12]{JAX}"],

@@ -46,12 +46,14 @@ def _lock():
 
 def test_lock_pins_every_dependency_within_the_ranges(setup_kwargs):
   pins = _lock()
-  reqs = [Requirement(r) for r in setup_kwargs["install_requires"] + setup_kwargs["extras_require"]["test"]]
+  extras = setup_kwargs["extras_require"]
+  reqs = [Requirement(r) for r in setup_kwargs["install_requires"] + extras["test"] + extras["asr"]]
   for r in reqs:
     name = canonicalize_name(r.name)
     assert name in pins, f"requirements.lock has no pin for {r.name}"
     assert r.specifier.contains(pins[name], prereleases=True), f"lock {name}=={pins[name]} is outside {r}"
   assert not any(canonicalize_name(n) == "slm-jax" for n in pins)
+  assert pins["libtpu"] == "0.0.42.1"  # what `[tpu]` brings with the locked jax (the AOT tests' TPU topologies)
 
 
 def test_ranges_accept_other_runtimes(setup_kwargs):

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 SUPPORTED_ARCHS = ("llama", "qwen2")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "splash")
 HF_REQUIRED_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                     "num_attention_heads")
 # Fields that define the parameter shapes and the function computed; checked on every checkpoint load.
@@ -39,15 +40,15 @@ class ModelConfig:
   # run-time options (not structural)
   param_dtype: str = "float32"
   dtype: str = "float32"            # compute dtype of activations / matmuls
-  attention_impl: str = "xla"       # "xla" (any backend) or "cudnn" (fused, GPU)
+  attention_impl: str = "auto"      # auto (splash on TPU, cudnn on GPU in bf16, else xla) | xla | cudnn | splash
   remat: bool = False
   scan_layers: bool = False         # one compiled layer body run by lax.scan (faster compiles for deep models)
 
   def __post_init__(self):
     if self.arch not in SUPPORTED_ARCHS:
       raise ValueError(f"unknown architecture {self.arch!r}; supported: {', '.join(SUPPORTED_ARCHS)}")
-    if self.attention_impl not in ("xla", "cudnn"):
-      raise ValueError(f"attention_impl must be 'xla' or 'cudnn', got {self.attention_impl!r}")
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ValueError(f"attention_impl must be one of {', '.join(ATTENTION_IMPLS)}, got {self.attention_impl!r}")
     if self.attention_impl == "cudnn" and self.dtype not in ("bfloat16", "float16"):
       raise ValueError(f"attention_impl='cudnn' needs a bfloat16 or float16 compute dtype (cuDNN flash attention "
                        f"has no fp32 kernel), got dtype={self.dtype!r}; use attention_impl='xla' for fp32")
