@@ -189,3 +189,62 @@ def test_scanned_layers_equal_the_layer_loop(remat):
   for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
     np.testing.assert_allclose(b, a, atol=1e-7, rtol=1e-4)
   np.testing.assert_allclose(scanned.logits(scanned(ids, pos, seg)), ref.logits(ref(ids, pos, seg)), atol=1e-5)
+
+
+# ---------------------------------------------------------------- splash attention (Pallas, interpret mode on CPU)
+
+def _qkv(B=2, T=128, N=4, K=2, H=16):
+  r = np.random.default_rng(0)
+  q, k, v = (jnp.asarray(r.standard_normal((B, T, n, H)), jnp.float32) for n in (N, K, K))
+  seg = np.ones((B, T), np.int32)
+  seg[0, 40:] = 2          # two documents
+  seg[1, 30:90] = 2        # two documents, then padding (segment 0)
+  seg[1, 90:] = 0
+  return q, k, v, jnp.asarray(seg)
+
+
+def _rel(a, b):
+  return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+
+
+def test_splash_attention_equals_xla_causal_and_packed():
+  from slm_jax.model.transformer import attention
+  q, k, v, seg = _qkv()
+  T = q.shape[1]
+  packed = jnp.tril(jnp.ones((T, T), bool))[None] & (seg[:, :, None] == seg[:, None, :])
+  for mask, segments, causal in ((None, None, True), (packed, seg, False)):
+    ref_fn = lambda q, k, v: attention(q, k, v, mask, "xla", causal)  # noqa: B023
+    got_fn = lambda q, k, v: attention(q, k, v, segments, "splash", causal)  # noqa: B023
+    assert _rel(got_fn(q, k, v), ref_fn(q, k, v)) <= 1e-5
+    loss = lambda f: lambda q, k, v: jnp.sum(jnp.sin(f(q, k, v)))  # noqa: E731
+    for g, r in zip(jax.grad(loss(got_fn), (0, 1, 2))(q, k, v), jax.grad(loss(ref_fn), (0, 1, 2))(q, k, v)):
+      assert _rel(g, r) <= 1e-5
+
+
+def test_splash_sharded_over_rows_and_heads_and_in_the_model():
+  """shard_map over (fsdp rows, tensor heads) gives the single-device values; the model with splash gives the
+  XLA path's logits on a packed batch."""
+  from slm_jax.model.transformer import attention
+  q, k, v, seg = _qkv()
+  single = attention(q, k, v, seg, "splash", False)
+  mesh = sharding.make_mesh(fsdp=2, tensor=2, devices=jax.devices()[:4])
+  with jax.set_mesh(mesh):
+    sharded = jax.jit(lambda *a: attention(*a, "splash", False))(q, k, v, seg)
+  assert _rel(sharded, single) <= 1e-6
+  cfg = preset("tiny-llama", attention_impl="xla")
+  ref = create_model(cfg, ONE(), seed=0)
+  model = nnx.merge(nnx.graphdef(create_model(cfg.replace(attention_impl="splash"), ONE(), seed=0)),
+                    nnx.state(ref))
+  ids = jnp.asarray(np.random.RandomState(0).randint(0, cfg.vocab_size, seg.shape))
+  pos = jnp.asarray(np.concatenate([np.arange(40), np.arange(88)])[None].repeat(2, 0), jnp.int32)
+  assert _rel(model.logits(model(ids, pos, seg)), ref.logits(ref(ids, pos, seg))) <= 1e-5
+
+
+def test_auto_attention_is_xla_on_cpu_and_splash_needs_length_multiple_of_128():
+  from slm_jax.model.transformer import resolve_attention_impl
+  assert resolve_attention_impl("auto", "bfloat16") == "xla"  # tests run on CPU
+  assert resolve_attention_impl("cudnn", "bfloat16") == "cudnn"
+  q, k, v, seg = _qkv(T=96)
+  with pytest.raises(ValueError, match="multiple of 128"):
+    from slm_jax.model.splash import splash_attention
+    splash_attention(q, k, v, seg)

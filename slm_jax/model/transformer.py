@@ -14,6 +14,7 @@ import numpy as np
 from flax import nnx
 
 from slm_jax.model.config import ModelConfig
+from slm_jax.model.splash import splash_attention, target_platform
 from slm_jax.sharding import constrain
 
 NEG_INF = -1e9  # finite: fully masked rows stay NaN-free
@@ -95,16 +96,32 @@ class Embed(nnx.Module):
     return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
 
 
+def resolve_attention_impl(impl: str, dtype: str, decoding: bool = False) -> str:
+  """'auto' -> splash on TPU (XLA when decoding with a cache), cuDNN on GPU (bf16/fp16 compute), XLA
+  otherwise; other names unchanged."""
+  if impl != "auto":
+    return impl
+  platform = target_platform()
+  if platform == "tpu" and not decoding:
+    return "splash"
+  if platform in ("gpu", "cuda") and dtype in ("bfloat16", "float16"):
+    return "cudnn"
+  return "xla"
+
+
 def attention(q, k, v, mask, impl: str, causal_only: bool):
-  """q [B,T,N,H], k/v [B,S,K,H], mask [B,T,S] bool (None when causal_only) -> [B,T,N,H]."""
+  """q [B,T,N,H], k/v [B,S,K,H] -> [B,T,N,H]. mask: [B,T,S] bool (None when causal_only); for impl='splash'
+  (self-attention only) the segment ids [B,T] instead (None: one causal document per row)."""
   B, T, N, H = q.shape
   K = k.shape[2]
+  if impl == "splash":
+    return splash_attention(q, k, v, mask)
   if impl == "cudnn":
     if causal_only:
       return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
     return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation="cudnn")
   if impl != "xla":
-    raise ValueError(f"unknown attention_impl {impl!r} (xla or cudnn)")
+    raise ValueError(f"unknown attention_impl {impl!r} (xla, cudnn or splash)")
   if causal_only:
     S = k.shape[1]
     mask = jnp.broadcast_to(jnp.tril(jnp.ones((T, S), bool), S - T)[None], (B, T, S))
@@ -139,7 +156,10 @@ class Attention(nnx.Module):
       v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, cache_index, 0, 0))
       cache = {"k": k, "v": v}
       k, v = k.astype(q.dtype), v.astype(q.dtype)
-    out = attention(q, k, v, mask, self.impl, causal_only)
+    impl = resolve_attention_impl(self.impl, str(self.q_proj.dtype), decoding=cache is not None)
+    if impl == "splash" and cache is not None:
+      raise ValueError("attention_impl='splash' has no decoding path: use xla or auto for generation")
+    out = attention(q, k, v, mask, impl, causal_only)
     return self.o_proj(out.reshape(B, T, N * H)), cache
 
 
@@ -206,6 +226,8 @@ class CausalLM(nnx.Module):
       S = kv_seg.shape[1]
       q_slot = index + jnp.arange(T)
       mask = (q_slot[:, None] >= jnp.arange(S)[None, :])[None] & (seg[:, :, None] == kv_seg[:, None, :])
+    elif resolve_attention_impl(self.cfg.attention_impl, self.cfg.dtype) == "splash":
+      mask = segment_ids  # the kernel masks by segment ids itself (None: causal)
     elif segment_ids is not None:
       mask = (jnp.tril(jnp.ones((T, T), bool))[None]
               & (segment_ids[:, :, None] == segment_ids[:, None, :]))

@@ -20,7 +20,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       preset="llama3.2-3b",
       vocab_size=-1,            # -1: from the vocabulary layout / checkpoint; smaller keeps the first rows (SLAM)
-      attention_impl="xla",     # xla | cudnn
+      attention_impl="auto",    # auto (TPU: splash, GPU: cudnn in bf16, else xla) | xla | cudnn | splash
       remat=False,              # recompute each layer in the backward pass
       scan_layers=False,        # run the layers as one lax.scan (one layer body to compile)
       overrides=ml_collections.ConfigDict()))  # ModelConfig fields to replace (e.g. rope_theta)

@@ -14,7 +14,7 @@ import os
 import re
 
 from slm_jax import assets
-from slm_jax.model.config import PRESETS, ModelConfig
+from slm_jax.model.config import ATTENTION_IMPLS, PRESETS, ModelConfig
 from slm_jax.train.checkpointing import CHECKPOINT_DIR
 
 
@@ -125,7 +125,7 @@ def check_choices(c) -> list[str]:
       out.append(f"config.{key}={value!r}: expected one of {', '.join(map(str, known))}")
 
   one_of("precision", c.precision, tuple(PRECISIONS))
-  one_of("model.attention_impl", c.model.attention_impl, ("xla", "cudnn"))
+  one_of("model.attention_impl", c.model.attention_impl, ATTENTION_IMPLS)
   if c.model.attention_impl == "cudnn" and PRECISIONS.get(c.precision, ("", "bfloat16"))[1] == "float32":
     out.append(f"config.model.attention_impl='cudnn' needs a bf16 compute dtype; precision={c.precision!r} "
                "computes in float32 (use attention_impl='xla' or precision 'bf16' / 'mixed')")
