@@ -1,0 +1,78 @@
+"""Ahead-of-time compilation (train/aot.py, tools/aot_compile.py): model shapes without weights, the tool's JSON
+line and exit status on a simulated host, and TPU topologies (splash attention, v4's two devices per chip) where
+libtpu is installed (`pip install -e .[tpu]`)."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from slm_jax.train import aot
+from slm_jax.train.config_base import base_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                                  reason="TPU topologies need libtpu: pip install -e .[tpu]")
+
+
+def _recipe(name, arg=None):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", name + ".py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config(arg)
+
+
+def test_recipe_model_shapes_without_weights():
+  """Vocabularies as the HF import grows them: Llama-3 tokenizer 128,256 + 500 units + 2 markers; Qwen2.5's
+  151,665 + 502 = 152,167 rows (above the 7B checkpoint's 152,064); SLAM's own 502 ids."""
+  c3 = aot.model_config(_recipe("sims_llama3_2_3b"))
+  assert (c3.vocab_size, c3.hidden_size, c3.num_hidden_layers, c3.dtype, c3.remat) == (
+      128758, 3072, 28, "bfloat16", True)
+  c7 = aot.model_config(_recipe("sims_qwen2_5", "7b"))
+  assert (c7.vocab_size, c7.hidden_size, c7.tie_word_embeddings) == (152167, 3584, False)
+  cs = aot.model_config(_recipe("slam_qwen2_5_0_5b"))
+  assert (cs.vocab_size, cs.rope_theta, cs.hidden_size) == (502, 10000.0, 896)
+
+
+def test_tool_on_simulated_host_prints_json_and_fails_when_too_small():
+  cmd = [sys.executable, os.path.join(ROOT, "tools", "aot_compile.py"), "--config=configs/demo.py:tiny",
+         "--cpu_devices=4", "--hbm_gb=0.001", "--config.global_batch_size=8", "--config.seq_len=64"]
+  env = dict(os.environ, XLA_FLAGS="")
+  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+  assert len(lines) == 1, out.stdout + out.stderr
+  rec = json.loads(lines[0])
+  assert out.returncode == 1 and rec["fits"] is False and "micro_batches" in out.stderr
+  assert rec["devices"] == 4 and rec["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1}
+  assert rec["total_gb"] > 0.001 and rec["total_gb"] >= rec["argument_gb"] + rec["temp_gb"] - 1e-3
+  assert rec["attention"] == "xla" and rec["jax"] == jax.__version__
+
+
+@needs_libtpu
+def test_v4_topology_has_two_devices_per_chip():
+  devices = aot.topology_devices("v4:2x2x1")
+  assert len(devices) == 8 and aot.cores_per_chip(devices) == 2
+  c = base_config()
+  mesh = aot.mesh_for(c, devices)
+  assert dict(mesh.shape) == {"data": 1, "fsdp": 8, "tensor": 1}
+  assert aot.device_memory(devices[0], 2)[0] == 16 * 2**30
+
+
+@needs_libtpu
+def test_tpu_step_compiles_with_splash_attention():
+  c = base_config()
+  c.model.preset, c.init.kind, c.vocab.base_size = "tiny-llama", "random", 200
+  c.global_batch_size, c.seq_len, c.precision = 8, 256, "bf16"
+  cfg = aot.model_config(c)
+  mesh = aot.mesh_for(c, aot.topology_devices("v5e:2x2"))
+  with jax.default_matmul_precision("default"):  # conftest's "highest" has no bf16 Mosaic matmul
+    rec = aot.compile_report(c, cfg, mesh, "v5e:2x2")
+    prog = aot.build_program(c, cfg, mesh, 10)
+    with jax.set_mesh(mesh):
+      hlo = prog.train_step.jitted.lower(prog.abstract_params, prog.abstract_opt, aot.abstract_batch(c, mesh),
+                                         jax.ShapeDtypeStruct((), "int32")).as_text()
+  assert rec["attention"] == "splash" and rec["fits"] is True and rec["device_kind"] == "TPU v5 lite"
+  assert "tpu_custom_call" in hlo  # the Pallas kernel, not interpret mode
