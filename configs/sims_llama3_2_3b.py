@@ -20,6 +20,12 @@ def get_config(arg: str | None = None):
   # slamkit's scaling_interleaving.yaml: 8 sequences per GPU, no accumulation; 64 = 8 GPUs x 8
   c.global_batch_size = 64
   c.precision = "bf16"
+  # planned for a TPU v5e-8 (8 chips x 16 GB; see the memory plan in BENCHMARKS.md, tools/aot_compile.py):
+  # parameters and AdamW state sharded 8 ways (fsdp), layers scanned and rematerialised, 2 micro-batches.
+  # On 8 x A100-80GB (the paper's node) --config.micro_batches=1 fits as well.
+  c.micro_batches = 2
+  c.model.remat = True
+  c.model.scan_layers = True
   # one pass over the SIMS dataset (11.08e9 tokens); the cosine schedule is sized to it
   c.token_budget = 11.08e9
   c.log_every = 50

@@ -21,6 +21,10 @@ def get_config(arg: str | None = None):
   c.seq_len = 1024
   c.global_batch_size = 128
   c.micro_batches = 16
+  # planned for one TPU v5e chip (16 GB; 8 sequences per micro-batch as slamkit's per-GPU batch) and a
+  # v5e-4 (the micro-batch is split over the chips): memory plan in BENCHMARKS.md, tools/aot_compile.py
+  c.model.remat = True
+  c.model.scan_layers = True
   c.precision = "bf16"
   c.optim.lr = 1e-3
   c.optim.min_lr = 5e-5
