@@ -158,24 +158,37 @@ class ModelConfig:
 
 
 _LLAMA3_SCALING = dict(factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192)
+_LLAMA3 = dict(arch="llama", vocab_size=128256, rms_norm_eps=1e-5, rope_theta=500000.0, rope_scaling=_LLAMA3_SCALING,
+               max_position_embeddings=131072, tie_word_embeddings=True, attention_bias=False, bos_token_id=128000,
+               eos_token_id=128001)
+_QWEN2_5 = dict(arch="qwen2", vocab_size=151936, rms_norm_eps=1e-6, rope_theta=1e6, rope_scaling=None,
+                tie_word_embeddings=True, attention_bias=True, bos_token_id=151643, eos_token_id=151643)
 
-PRESETS: dict[str, ModelConfig] = {
-    "llama3.2-1b": ModelConfig("llama", 128256, 2048, 8192, 16, 32, 8, 64, 1e-5, 500000.0, _LLAMA3_SCALING,
-                               131072, True, False, 128000, 128001),
-    "llama3.2-3b": ModelConfig("llama", 128256, 3072, 8192, 28, 24, 8, 128, 1e-5, 500000.0, _LLAMA3_SCALING,
-                               131072, True, False, 128000, 128001),
-    "qwen2.5-0.5b": ModelConfig("qwen2", 151936, 896, 4864, 24, 14, 2, 64, 1e-6, 1e6, None, 32768, True, True,
-                                151643, 151643),
-    "qwen2.5-1.5b": ModelConfig("qwen2", 151936, 1536, 8960, 28, 12, 2, 128, 1e-6, 1e6, None, 131072, True, True,
-                                151643, 151643),
-    "qwen2.5-3b": ModelConfig("qwen2", 151936, 2048, 11008, 36, 16, 2, 128, 1e-6, 1e6, None, 32768, True, True,
-                              151643, 151643),
-    "qwen2.5-7b": ModelConfig("qwen2", 152064, 3584, 18944, 28, 28, 4, 128, 1e-6, 1e6, None, 131072, False, True,
-                              151643, 151643),
+PRESETS: dict[str, ModelConfig] = {  # sizes from each model's config.json on the Hugging Face hub
+    "llama3.2-1b": ModelConfig(**_LLAMA3, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                               num_attention_heads=32, num_key_value_heads=8, head_dim=64),
+    "llama3.2-3b": ModelConfig(**_LLAMA3, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
+                               num_attention_heads=24, num_key_value_heads=8, head_dim=128),
+    "qwen2.5-0.5b": ModelConfig(**_QWEN2_5, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                                num_attention_heads=14, num_key_value_heads=2, head_dim=64,
+                                max_position_embeddings=32768),
+    "qwen2.5-1.5b": ModelConfig(**_QWEN2_5, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                                num_attention_heads=12, num_key_value_heads=2, head_dim=128,
+                                max_position_embeddings=131072),
+    "qwen2.5-3b": ModelConfig(**_QWEN2_5, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
+                              num_attention_heads=16, num_key_value_heads=2, head_dim=128,
+                              max_position_embeddings=32768),
+    "qwen2.5-7b": ModelConfig(**{**_QWEN2_5, "vocab_size": 152064, "tie_word_embeddings": False}, hidden_size=3584,
+                              intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                              num_key_value_heads=4, head_dim=128, max_position_embeddings=131072),
     # tiny sizes for tests and the demo
-    "tiny-llama": ModelConfig("llama", 1024, 64, 128, 2, 4, 2, 16, 1e-5, 500000.0, _LLAMA3_SCALING, 131072, True,
-                              False, 0, 1, vocab_pad_multiple=128),
-    "tiny-qwen2": ModelConfig("qwen2", 1024, 64, 128, 2, 4, 2, 16, 1e-6, 1e6, None, 32768, False, True, 0, 1),
+    "tiny-llama": ModelConfig(**{**_LLAMA3, "vocab_size": 1024, "bos_token_id": 0, "eos_token_id": 1},
+                              hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                              num_key_value_heads=2, head_dim=16),
+    "tiny-qwen2": ModelConfig(**{**_QWEN2_5, "vocab_size": 1024, "tie_word_embeddings": False, "bos_token_id": 0,
+                                 "eos_token_id": 1}, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                              max_position_embeddings=32768),
 }
 
 
