@@ -18,7 +18,7 @@ from slm_jax.vocoder import Vocoder, convert
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = {"resblock": "1", "upsample_rates": [5, 4, 4, 2, 2], "upsample_kernel_sizes": [11, 8, 8, 4, 4],
        "upsample_initial_channel": 32, "resblock_kernel_sizes": [3, 7], "resblock_dilation_sizes": [[1, 3, 5]] * 2,
-       "num_embeddings": 100, "embedding_dim": 16, "model_in_dim": 16, "code_hop_size": 640, "sampling_rate": 16000,
+       "num_embeddings": 100, "embedding_dim": 16, "model_in_dim": 16, "code_hop_size": 320, "sampling_rate": 16000,
        "dur_predictor_params": {"encoder_embed_dim": 16, "var_pred_hidden_dim": 16, "var_pred_kernel_size": 3,
                                 "var_pred_dropout": 0.5}}
 

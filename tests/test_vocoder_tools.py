@@ -14,6 +14,7 @@ from test_vocoder_speechbrain import GOLDEN, _convert
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow  # a tool subprocess: ~1 min on 2 busy cores; the library path is tested by default
 def test_vocode_tool_matches_speechbrain(tmp_path):
   z = np.load(GOLDEN)
   voc_dir = _convert(z, "dp", tmp_path)

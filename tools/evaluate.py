@@ -4,6 +4,8 @@
       [--units=units.jsonl | --encoder=HUBERT_DIR --kmeans=km500.npy] --out=results.json [--submission_dir=D]
   python tools/evaluate.py --ckpt=CKPT --benchmark=cm_tsc --data_dir=cross_tSC --cm_modes=tt,ts,st,ss --out=r.json
   python tools/evaluate.py --ckpt=LLAMA_1B_HF_DIR --benchmark=genppl --transcripts=asr.jsonl --out=genppl.json
+  python tools/evaluate.py --benchmark=genppl --ckpt=SPEECH_LM --judge=LLAMA_1B_HF_DIR --data_dir=sSC \
+      --vocoder=VOCODER_DIR --asr=WHISPER_DIR --genppl_dir=runs/genppl [--transcripts=F | --wav_dir=D | --continuations=F]
 
 --ckpt is an Orbax checkpoint of ours or a Hugging Face / slamkit folder. Units come from --units (a slamkit
 features JSONL keyed by file stem; `units.jsonl` / `features.jsonl` inside --data_dir is found by itself) or
@@ -34,6 +36,22 @@ flags.DEFINE_bool("mask_modality", False, "Ban text ids and markers when scoring
 flags.DEFINE_list("cm_modes", None, "Cross-modal modes among tt,ts,st,ss (default: every mode with its files).")
 flags.DEFINE_string("cm_text_join", " ", "Between prompt and ending text in T->T ('' is slamkit's join).")
 flags.DEFINE_string("transcripts", None, "genppl: ASR transcripts, JSONL {file_name, text} or one per line.")
+flags.DEFINE_string("judge", None, "genppl end to end: the judge text LM (HF Llama/Qwen folder or Orbax); --ckpt is "
+                    "then the speech LM. Without it, --ckpt is the judge and --transcripts is required.")
+flags.DEFINE_string("vocoder", None, "genppl: converted unit vocoder folder (tools/convert_vocoder.py).")
+flags.DEFINE_string("asr", None, "genppl: Whisper folder (CTranslate2 for faster-whisper, or transformers).")
+flags.DEFINE_string("continuations", None, "genppl: start from these continuation units (tools/generate.py JSONL).")
+flags.DEFINE_string("wav_dir", None, "genppl: start from these wavs (skips generation and vocoding).")
+flags.DEFINE_string("genppl_dir", "genppl_run", "genppl: folder for every stage's outputs.")
+flags.DEFINE_integer("num_prompts", 1000, "genppl: first N 'correct' StoryCloze items as prompts.")
+flags.DEFINE_float("prompt_seconds", 3.0, "genppl: prompts keep the units within the first N seconds.")
+flags.DEFINE_integer("max_new_tokens", 150, "genppl: new units per prompt.")
+flags.DEFINE_float("temperature", 0.8, "genppl: sampling temperature.")
+flags.DEFINE_integer("top_k", 25, "genppl: top-k filter.")
+flags.DEFINE_float("repetition_penalty", 1.0, "genppl: transformers-style repetition penalty (slamkit config: 1.0).")
+flags.DEFINE_bool("vocode_prompt", True, "genppl: vocode prompt + continuation (slamkit) rather than the "
+                  "continuation alone.")
+flags.DEFINE_integer("seed", 0, "genppl: sampling seed.")
 flags.DEFINE_string("out", None, "Full results JSON (default: eval_<benchmark>.json in the current folder); "
                     "a short table is printed.")
 flags.DEFINE_string("submission_dir", None, "Also write ZeroSpeech submission files (<stem> <score>) here.")
@@ -53,9 +71,22 @@ def main(argv):
   out = FLAGS.out or f"eval_{FLAGS.benchmark}.json"
   print(f"{FLAGS.benchmark}: loading {FLAGS.ckpt}", flush=True)
   try:
-    if FLAGS.benchmark == "genppl":
+    if FLAGS.benchmark == "genppl" and FLAGS.judge:
+      from slm_jax.eval.generate import SamplingConfig
+      from slm_jax.eval.genppl import genppl_pipeline
+      sc = SamplingConfig(max_new_tokens=FLAGS.max_new_tokens, temperature=FLAGS.temperature, top_k=FLAGS.top_k,
+                          repetition_penalty=FLAGS.repetition_penalty)
+      res = genppl_pipeline(
+          FLAGS.genppl_dir, FLAGS.judge, ckpt=FLAGS.ckpt, data_dir=FLAGS.data_dir, units=FLAGS.units,
+          continuations=FLAGS.continuations, wav_dir=FLAGS.wav_dir, transcripts=FLAGS.transcripts,
+          vocoder=FLAGS.vocoder, asr_model=FLAGS.asr, num_prompts=FLAGS.num_prompts,
+          prompt_seconds=FLAGS.prompt_seconds, sampling=sc, vocode_prompt=FLAGS.vocode_prompt, seed=FLAGS.seed,
+          mesh=mesh, dtype=FLAGS.dtype, **scorer_kw)
+      run.write_json(out, res)
+      summary = {k: res[k] for k in ("genppl", "mean_nll", "auto_bleu_2", "num_samples", "num_empty") if k in res}
+    elif FLAGS.benchmark == "genppl":
       if not FLAGS.transcripts:
-        raise ValueError("--benchmark=genppl needs --transcripts")
+        raise ValueError("--benchmark=genppl needs --transcripts (or --judge for the whole pipeline)")
       res = run.genppl_checkpoint(FLAGS.ckpt, FLAGS.transcripts, mesh=mesh, dtype=FLAGS.dtype, out=out,
                                   **scorer_kw)
       summary = {k: res[k] for k in ("genppl", "mean_nll", "auto_bleu_2", "num_samples", "num_empty") if k in res}
