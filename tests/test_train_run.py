@@ -138,9 +138,13 @@ def _tiny(**overrides):
 
 
 def test_token_budget_stop_and_checkpoint_loads_for_eval(tmp_path):
-  out = trainer.train(_tiny(total_steps=0, token_budget=900.0, checkpoint_every=1000), str(tmp_path))
+  out = trainer.train(_tiny(total_steps=0, token_budget=900.0, checkpoint_every=1000, eval_every=2),
+                      str(tmp_path))
   recs = read_jsonl(str(tmp_path / "metrics.jsonl"))
   assert out["status"] == "token_budget"
+  # validation on every 2nd step: one pass over eval_batches (2) batches of the validation split
+  assert [r["step"] for r in recs if "val_loss" in r] == [r["step"] for r in recs if r["step"] % 2 == 0]
+  assert all(abs(r["val_loss"] - r["loss"]) < 0.5 for r in recs if "val_loss" in r)  # same task, same scale
   assert recs[-1]["tokens_seen"] >= 900 > recs[-2]["tokens_seen"]  # stopped at the first step past the budget
   assert all({"step", "loss", "tokens_seen", "lr", "grad_norm"} <= set(r) for r in recs)
   assert out["tokens_seen"] == recs[-1]["tokens_seen"] and out["step"] == recs[-1]["step"]

@@ -381,8 +381,8 @@ def run_loop(s: Setup, start: Start, state: State, train_it, writer: MetricsWrit
     last_loss = float(m["loss"])
     first_loss = last_loss if first_loss is None else first_loss
     chrono.tick()
-    val = evaluate(config, start, state.params) if config.eval_every > 0 and state.step % config.eval_every == 0 \
-        else {}
+    due = config.eval_every > 0 and state.step % config.eval_every == 0
+    val = evaluate(config, start, state.params) if due else {}
     if state.step % config.log_every == 0 or val or state.step == 1:
       rec = {"step": state.step, **_scalars(m), "tokens_seen": state.tokens_seen,
              "tokens_processed": state.tokens_processed, **chrono.report(state.step, state.tokens_seen,
