@@ -21,8 +21,10 @@ if _N:
   _flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", ""))
   os.environ["XLA_FLAGS"] = f"{_flags} --xla_force_host_platform_device_count={_N[-1]}".strip()
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
+from slm_jax import console  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py[:variant]).",
                                           lock_config=True)
@@ -38,8 +40,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if (_TOPOLOGY.value is None) == (_CPU.value is None):
     raise app.UsageError("give exactly one of --topology or --cpu_devices")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  console.setup()  # absl / Orbax / JAX INFO hidden unless --verbosity is given
   import jax
   from slm_jax.train import aot
   from slm_jax.train.trainer import plan_steps

@@ -12,6 +12,7 @@ import sys
 
 from absl import app, flags
 
+from slm_jax import console
 from slm_jax.vocoder import convert
 
 FLAGS = flags.FLAGS
@@ -25,6 +26,7 @@ flags.DEFINE_string("out_dir", None, "Vocoder folder to write.", required=True)
 
 def main(argv):
   del argv
+  console.setup()  # absl / Orbax / JAX INFO hidden unless --verbosity is given
   try:
     cfg = convert.convert(FLAGS.format, FLAGS.checkpoint, FLAGS.config, FLAGS.out_dir)
   except (FileNotFoundError, ValueError, KeyError) as e:

@@ -15,6 +15,7 @@ import tempfile
 import numpy as np
 from absl import app, flags
 
+from slm_jax import console
 from slm_jax.data.interleave import FRAME_S
 
 _DEMO = flags.DEFINE_string("demo_dir", "data/demo", "Demo data folder (raw/features.jsonl, raw/alignments).")
@@ -71,6 +72,7 @@ def build_pairs(demo_dir: str, max_pairs: int = 0) -> list[dict]:
 
 def main(argv):
   del argv
+  console.setup()  # absl / Orbax / JAX INFO hidden unless --verbosity is given
   from slm_jax.data import preference
   out = os.path.abspath(_OUT.value or os.path.join(_DEMO.value, "prepared", "preference"))
   pairs = build_pairs(_DEMO.value, _MAX.value)

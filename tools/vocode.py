@@ -12,6 +12,7 @@ import time
 
 from absl import app, flags
 
+from slm_jax import console
 from slm_jax.vocoder import Vocoder
 from slm_jax.vocoder import records as vr
 
@@ -26,6 +27,7 @@ flags.DEFINE_integer("bucket_frames", 50, "Frame counts are padded up to a multi
 
 def main(argv):
   del argv
+  console.setup()  # absl / Orbax / JAX INFO hidden unless --verbosity is given
   try:
     recs = vr.read_units_jsonl(FLAGS.units)
     voc = Vocoder.load(FLAGS.vocoder, batch_size=FLAGS.batch_size, bucket_frames=FLAGS.bucket_frames)
