@@ -17,6 +17,13 @@ _PROGRESS = flags.DEFINE_bool("progress", True, "Progress bars with ETA on stder
                               "(at most one redraw per 30 s when stderr is not a terminal).")
 # INFO noise of libraries, at WARNING whatever --verbosity says (the messages are about backends we do not use)
 _NOISY = ("jax._src.xla_bridge",)
+# expected warnings: reading only the params / meta items of a training checkpoint (export, evaluation)
+_EXPECTED = ("was found in the checkpoint, but could not be restored",)
+
+
+class _DropExpected(py_logging.Filter):
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return not any(text in record.getMessage() for text in _EXPECTED)
 
 
 def setup() -> None:
@@ -25,6 +32,9 @@ def setup() -> None:
     logging.set_verbosity(logging.WARNING)
   for name in _NOISY:  # "Unable to initialize backend 'tpu'" and friends
     py_logging.getLogger(name).setLevel(py_logging.WARNING)
+  absl_logger = py_logging.getLogger("absl")  # Orbax logs through absl
+  if not any(isinstance(f, _DropExpected) for f in absl_logger.filters):
+    absl_logger.addFilter(_DropExpected())
 
 
 def progress_enabled() -> bool:

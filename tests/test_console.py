@@ -15,6 +15,7 @@ def main(argv):
   logging.getLogger("orbax.checkpoint").info("orbax info line")
   logging.getLogger("jax._src.xla_bridge").info("Unable to initialize backend 'tpu'")
   absl_logging.warning("a warning stays")
+  absl_logging.warning('Item "opt_state" was found in the checkpoint, but could not be restored. Please ...')
   for _ in console.bar(range(3), desc="work", unit="step"):
     time.sleep(0.01)
 
@@ -32,6 +33,7 @@ def _run(*args, env=None):
 def test_quiet_by_default_verbose_on_request():
   err = _run()
   assert "a warning stays" in err and "info line" not in err and "Unable to initialize" not in err
+  assert "opt_state" not in err  # Orbax's warning when only params / meta of a training checkpoint are read
   assert re.search(r"work: 100%\|.*\| 3/3 \[", err)  # the bar, with its count and timing
   err = _run("--verbosity=0")
   assert "absl info line" in err and "orbax info line" in err
