@@ -139,10 +139,10 @@ def test_kv_cache_prefill_and_decode_equal_full_forward():
   full = np.asarray(model.logits(model(ids)))
   cache = init_cache(cfg, 2, 16)
   pos = jnp.broadcast_to(jnp.arange(12), (2, 12))
-  h1, cache = model(ids[:, :8], pos[:, :8], jnp.ones((2, 8), jnp.int32), cache=cache)
+  h1, cache = model.decode(ids[:, :8], cache, pos[:, :8], jnp.ones((2, 8), jnp.int32))
   outs = [np.asarray(model.logits(h1))]
   for t in range(8, 12):
-    h, cache = model(ids[:, t:t + 1], pos[:, t:t + 1], jnp.ones((2, 1), jnp.int32), cache=cache)
+    h, cache = model.decode(ids[:, t:t + 1], cache, pos[:, t:t + 1], jnp.ones((2, 1), jnp.int32))
     outs.append(np.asarray(model.logits(h)))
   np.testing.assert_allclose(np.concatenate(outs, 1), full, atol=1e-5)
 

@@ -144,7 +144,7 @@ class Generator:
       ids = sharding.constrain(ids, SEGMENT_LOGICAL)
       cache = init_cache(cfg, B, P + N)
       cache["layers"] = [{k: sharding.constrain(v, CACHE_LOGICAL) for k, v in c.items()} for c in cache["layers"]]
-      hidden, cache = model(ids, positions, segs, cache=cache)
+      hidden, cache = model.decode(ids, cache, positions, segs)
       seen = None
       if sc.repetition_penalty != 1.0:
         counts = jnp.zeros((B, cfg.padded_vocab_size), jnp.int32)
@@ -162,7 +162,7 @@ class Generator:
 
       def body(c):
         step, cache, tok, done, out, lengths, pos, key, seen = c
-        h, cache = model(tok[:, None], pos[:, None], jnp.ones_like(tok)[:, None], cache=cache)
+        h, cache = model.decode(tok[:, None], cache, pos[:, None], jnp.ones_like(tok)[:, None])
         if seen is not None:
           seen = seen.at[jnp.arange(B), tok].set(True)
         key, sub = jax.random.split(key)

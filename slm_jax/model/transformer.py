@@ -206,12 +206,20 @@ class CausalLM(nnx.Module):
     self.lm_head = (None if cfg.tie_word_embeddings else
                     Linear(cfg.hidden_size, cfg.padded_vocab_size, ("embed", "vocab"), cfg, rngs=rngs))
 
-  def __call__(self, input_ids, positions=None, segment_ids=None, cache=None):
-    """Final-norm hidden states [B, T, D] (and the updated cache when one is given).
+  def __call__(self, input_ids, positions=None, segment_ids=None) -> jax.Array:
+    """Final-norm hidden states [B, T, D].
 
     positions restart at each packed document; segment_ids (>= 1 for tokens, 0 for padding) keep documents apart.
-    Without segment_ids the row is one causal document. `cache` comes from `init_cache`.
+    Without segment_ids the row is one causal document.
     """
+    return self._forward(input_ids, positions, segment_ids, None)[0]
+
+  def decode(self, input_ids, cache: dict, positions=None, segment_ids=None) -> tuple[jax.Array, dict]:
+    """(hidden states [B, T, D], updated cache): the T new tokens attend to the cache (from `init_cache`) and
+    themselves; prefill and one-token steps alike."""
+    return self._forward(input_ids, positions, segment_ids, cache)
+
+  def _forward(self, input_ids, positions, segment_ids, cache):
     B, T = input_ids.shape
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32)[None], (B, T))
@@ -245,7 +253,7 @@ class CausalLM(nnx.Module):
         new_layers.append(c)
     x = self.model.norm(x)
     if cache is None:
-      return x
+      return x, None
     return x, {"layers": new_layers, "segment_ids": kv_seg, "index": index + T}
 
   def _scan_layers(self, x, cos, sin, mask, causal_only):
