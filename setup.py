@@ -25,7 +25,7 @@ EXTRAS = {
     "asr": ["faster-whisper>=1.2.1,<2"],
 }
 TOOLS = ["train", "evaluate", "generate", "prepare_data", "inspect_data", "extract_units", "convert_hf_to_orbax",
-         "convert_orbax_to_hf", "fit_scaling"]
+         "convert_orbax_to_hf", "fit_scaling", "aot_compile", "convert_vocoder", "vocode"]
 
 setup(
     name="slm_jax",
