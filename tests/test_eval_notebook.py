@@ -171,3 +171,20 @@ def test_notebook_in_a_fresh_venv_keeps_its_jax(tmp_path, monkeypatch):
   assert "[install] flax: not installed" in install_out and "jax 0.10.1 on cpu" in install_out
   res = json.loads((tmp_path / "results.json").read_text())
   assert sorted(res) == ["swuggy", "tsc"] and res["tsc"]["num_pairs"] == 3
+
+
+@pytest.mark.parametrize("where", ["tools/launch", "outside"])
+def test_notebook_finds_checkout_and_demo_data(where, tmp_path, monkeypatch, capsys):
+  """Settings + install cells, then the locating part of the load cell, run from a folder inside the checkout
+  (found by walking up) and from one outside it (found from the installed package, an editable install here)."""
+  for k in ("SLM_JAX_EVAL_DATA", "SLM_JAX_REPO"):
+    monkeypatch.delenv(k, raising=False)
+  monkeypatch.setenv("SLM_JAX_CKPT", str(tmp_path))
+  monkeypatch.chdir(os.path.join(ROOT, where) if where != "outside" else tmp_path)
+  ns = {}
+  exec(notebook.PARAMS, ns)
+  exec(notebook.INSTALL, ns)
+  exec(notebook.LOAD.split("mesh = run.make_mesh()")[0], ns)
+  assert ns["CHECKOUT"] == (ROOT if where != "outside" else None)
+  assert ns["DATA_DIR"] == os.path.join(ROOT, "data", "demo", "eval") and ns["CKPT"] == str(tmp_path)
+  assert f"jax {jax.__version__} on cpu" in capsys.readouterr().out
