@@ -47,3 +47,29 @@ def test_units_records_errors(tmp_path):
   ok.write_text('{"audio_repr": "<Un3><Un49><Un3>", "file_name": "d/s.flac"}\n')
   (rec,) = vr.read_units_jsonl(str(ok))
   assert rec["name"] == "s" and rec["units"].tolist() == [3, 49, 3] and rec["duration"] is None
+
+
+@pytest.mark.slow  # a generate.py subprocess (~1 min on 2 busy cores)
+def test_generate_cli_writes_a_wav_per_continuation(tmp_path):
+  import jax
+  from slm_jax import sharding
+  from test_eval_genppl_pipeline import _random_vocoder
+  from test_eval_helpers import speech_checkpoint
+  ckpt = str(tmp_path / "slm")
+  speech_checkpoint(ckpt, sharding.make_mesh(fsdp=1, devices=jax.devices()[:1]))
+  _random_vocoder(str(tmp_path / "voc"))
+  prompts = tmp_path / "prompts.jsonl"
+  with open(prompts, "w") as f:
+    for i in range(2):
+      f.write(json.dumps({"units": list(range(10 + i)), "duration": [10] * (10 + i), "file_name": f"p{i}.wav"}) + "\n")
+  out = tmp_path / "gen" / "cont.jsonl"
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
+  p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "generate.py"), f"--ckpt={ckpt}",
+                      f"--prompts={prompts}", f"--out={out}", "--max_new_tokens=8", f"--vocoder={tmp_path / 'voc'}",
+                      "--vocode_prompt"], capture_output=True, text=True, env=env, timeout=600)
+  assert p.returncode == 0, p.stderr[-3000:]
+  recs = [json.loads(ln) for ln in out.read_text().splitlines()]
+  for i, r in enumerate(recs):
+    assert r["wav"] == str(tmp_path / "gen" / f"p{i}_continuation.wav")
+    wav, sr = sf.read(r["wav"])
+    assert sr == 16000 and len(wav) == (len(r["prompt"]) + 8) * 320
