@@ -5,6 +5,7 @@ Every parameter carries `logical_axes` metadata (names below); ONE rules table m
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Sequence
 
@@ -42,6 +43,20 @@ def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1, devices: Sequence 
                        devices=devices)
 
 
+_DROPPED: set = set()
+
+
+def _warn_dropped(name: str, size: int, axes: tuple, kept: tuple, mesh) -> None:
+  """Logs once per (logical name, size, axes) that a dimension is not split over mesh axes it does not divide."""
+  key = (name, size, axes, kept)
+  if key in _DROPPED:
+    return
+  _DROPPED.add(key)
+  lost = [f"{a}={mesh.shape[a]}" for a in axes if a not in kept]
+  logging.warning("sharding: logical axis %r of size %d is not split over mesh axis %s (does not divide it)%s",
+                  name, size, ", ".join(lost), f"; split over {kept[0]} only" if kept else "; replicated")
+
+
 def logical_to_spec(logical: Sequence[str | None] | None, shape: Sequence[int] | None = None,
                     mesh: Mesh | None = None) -> P:
   """PartitionSpec for logical axis names; axes that do not divide the dimension are dropped."""
@@ -57,7 +72,9 @@ def logical_to_spec(logical: Sequence[str | None] | None, shape: Sequence[int] |
     if mesh is not None:
       axes = tuple(a for a in axes if mesh.shape[a] > 1)
       if shape is not None and axes and shape[i] % math.prod(mesh.shape[a] for a in axes):
-        axes = tuple(a for a in axes if shape[i] % mesh.shape[a] == 0)[:1]
+        kept = tuple(a for a in axes if shape[i] % mesh.shape[a] == 0)[:1]
+        _warn_dropped(name, shape[i], axes, kept, mesh)
+        axes = kept
     used.update(axes)
     out.append(None if not axes else axes[0] if len(axes) == 1 else axes)
   return P(*out)
