@@ -69,6 +69,15 @@ def test_speechbrain_bad_state_dict(tmp_path):
     convert.map_state_dict(convert.speechbrain_config(kw), sd, "speechbrain")
   with pytest.raises(ValueError, match="multi_speaker"):
     convert.speechbrain_config(dict(kw, multi_speaker=True), "x.json")
+  del sd["extra.weight"]
+  sd["conv_post.conv.bias"] = z["nodp/sd/conv_post.conv.bias"]
+  cfg = convert.speechbrain_config(kw)
+  voc = Vocoder(cfg, convert.map_state_dict(cfg, sd, "speechbrain"))
+  assert cfg.min_frames() == 4  # conv_pre's reflect padding of 3 (torch: padding < input length)
+  with pytest.raises(ValueError, match="clip 1: 3 frames, this vocoder needs at least 4"):
+    voc([np.arange(8), np.arange(3)], [np.ones(8, int), np.ones(3, int)])
+  with pytest.raises(ValueError, match=r"clip 0: unit ids must lie in \[0, 100\)"):
+    voc([np.arange(95, 105)], [np.ones(10, int)])
 
 
 @pytest.mark.slow

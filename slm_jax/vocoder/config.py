@@ -56,10 +56,7 @@ class VocoderConfig:
 
   def num_samples(self, frames):
     """Exact output samples for `frames` input frames (torch ConvTranspose1d length arithmetic)."""
-    n = frames
-    for u, k in zip(self.upsample_rates, self.upsample_kernel_sizes):
-      n = (n - 1) * u - 2 * ((k - u) // 2) + k
-    return n
+    return self.stage_length(frames, len(self.upsample_rates))
 
   def min_frames(self) -> int:
     """Fewest input frames reflect padding allows (torch: padding must be shorter than the input)."""
@@ -73,6 +70,7 @@ class VocoderConfig:
     return frames
 
   def stage_length(self, frames, stages: int):
+    """Length after the first `stages` upsampling layers."""
     n = frames
     for u, k in list(zip(self.upsample_rates, self.upsample_kernel_sizes))[:stages]:
       n = (n - 1) * u - 2 * ((k - u) // 2) + k
