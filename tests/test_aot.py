@@ -52,13 +52,15 @@ def test_tool_on_simulated_host_prints_json_and_fails_when_too_small():
 
 
 @needs_libtpu
-def test_v4_topology_has_two_devices_per_chip():
+def test_v4_topology_has_two_devices_per_chip_and_v5e_1x1_one():
   devices = aot.topology_devices("v4:2x2x1")
   assert len(devices) == 8 and aot.cores_per_chip(devices) == 2
   c = base_config()
   mesh = aot.mesh_for(c, devices)
   assert dict(mesh.shape) == {"data": 1, "fsdp": 8, "tensor": 1}
   assert aot.device_memory(devices[0], 2)[0] == 16 * 2**30
+  one = aot.topology_devices("v5e:1x1")  # smaller than a host's default 2x2 chips
+  assert len(one) == 1 and aot.cores_per_chip(one) == 1
 
 
 @needs_libtpu

@@ -42,6 +42,7 @@ def main(argv):
     raise app.UsageError("give exactly one of --topology or --cpu_devices")
   console.setup()  # absl / Orbax / JAX INFO hidden unless --verbosity is given
   import jax
+  jax.config.update("jax_platforms", "cpu")  # also when jax was imported before this file set the variable
   from slm_jax.train import aot
   from slm_jax.train.trainer import plan_steps
 

@@ -64,7 +64,14 @@ def topology_devices(topology: str) -> list:
   from jax.experimental import topologies
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # describes devices only: claims no TPU
   try:
-    desc = topologies.get_topology_desc(platform="tpu", topology_name=topology)
+    try:
+      desc = topologies.get_topology_desc(platform="tpu", topology_name=topology)
+    except Exception as e:  # noqa: BLE001 - slices smaller than one host (v5e:1x1): one host holds them all
+      if "chips_per_host_bounds" not in str(e):
+        raise
+      dims = [int(x) for x in topology.split(":")[-1].split("x")]
+      desc = topologies.get_topology_desc(platform="tpu", topology_name=topology,
+                                          chips_per_host_bounds=(dims + [1, 1])[:3])
   except Exception as e:  # noqa: BLE001 - libtpu missing or an unknown name: say which
     raise RuntimeError(f"cannot describe TPU topology {topology!r} ({type(e).__name__}: {e}); it needs libtpu: "
                        "pip install -e .[tpu]") from e
