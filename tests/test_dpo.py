@@ -199,6 +199,7 @@ def _global(batch, mesh):
   return out
 
 
+@pytest.mark.slow
 def test_step_on_8_devices_with_micro_batches_equals_one_device():
   params0 = nnx.to_pure_dict(nnx.state(create_model(CFG, ONE(), seed=2), nnx.Param))
   host = _batch(_pairs(8, seed=5))

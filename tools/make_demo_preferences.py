@@ -20,8 +20,8 @@ from slm_jax.data.interleave import FRAME_S
 
 _DEMO = flags.DEFINE_string("demo_dir", "data/demo", "Demo data folder (raw/features.jsonl, raw/alignments).")
 _OUT = flags.DEFINE_string("out_dir", None, "Prepared output folder (default: <demo_dir>/prepared/preference).")
-_VAL = flags.DEFINE_integer("validation_count", 32, "Pairs (the first ones) kept for validation.")
-_MAX = flags.DEFINE_integer("max_utterances", 420, "Use the first N demo utterances (0: all 844); small on disk.")
+_VAL = flags.DEFINE_integer("validation_count", 16, "Pairs (the first ones) kept for validation.")
+_MAX = flags.DEFINE_integer("max_utterances", 136, "Use the first N demo utterances (0: all 844); small on disk.")
 
 
 def split_utterance(feat: dict, words: list) -> dict | None:

@@ -1,0 +1,141 @@
+"""DPO step throughput: our jitted step (policy forward + backward, reference forward, clip, AdamW) vs the same step
+in transformers + torch, on the same small Qwen2-shaped model, weights and batch, on this machine's CPU.
+
+Model: hidden 256, intermediate 1024, 4 layers, 8 heads, 2 KV heads, q/k/v biases, rope theta 1e6, the Slam
+502-token vocabulary; 8 pairs of 256-token rows (prompt 96 units, continuations of 64..160), fp32, sigmoid loss,
+beta 0.1. Both sides start from the same weights, so their losses must agree (checked). The last line is one JSON
+object with jax_pairs_per_s, torch_pairs_per_s and ratio.
+
+  PYTHONPATH=. .venv/bin/python tools/bench_dpo.py [--steps=4] [--pairs=8] [--seq_len=256]
+"""
+import json
+import os
+import statistics
+import time
+
+from absl import app, flags
+
+_STEPS = flags.DEFINE_integer("steps", 4, "Timed steps per side (after 2 untimed ones, the first compiling).")
+_PAIRS = flags.DEFINE_integer("pairs", 8, "Preference pairs per step (two rows each).")
+_SEQ = flags.DEFINE_integer("seq_len", 256, "Row length.")
+_BETA = 0.1
+
+
+def _config():
+  from slm_jax.model.config import preset
+  return preset("tiny-qwen2", vocab_size=502, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
+                num_attention_heads=8, num_key_value_heads=2, head_dim=32, tie_word_embeddings=True)
+
+
+def _batch(pairs: int, T: int):
+  import numpy as np
+  from slm_jax.data.preference import Pair, pair_rows
+  from slm_jax.train.init import LAYOUTS
+  rng = np.random.default_rng(0)
+  rows = []
+  for i in range(pairs):
+    u = lambda n: rng.integers(0, 500, n).astype(np.int16)  # noqa: E731
+    p = Pair(str(i), u(96), u(int(rng.integers(64, 160))), u(int(rng.integers(64, 160))))
+    rows.append(pair_rows(p, LAYOUTS["slam"], T, max_prompt_len=96))
+  return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+
+
+def _time(fn, steps):
+  for _ in range(2):
+    fn()
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
+
+
+def bench_jax(cfg, state_dict, batch, steps):
+  import jax
+  from flax import nnx
+  from slm_jax.checkpoint.hf_import import from_torch_state_dict
+  from slm_jax.sharding import make_mesh
+  from slm_jax.train import dpo, optimizer
+  from slm_jax.train.data import global_batch
+  from slm_jax.train.step import compile_opt_init
+  from slm_jax.train.checkpointing import abstract_like
+  from slm_jax.model.create import model_shardings
+  mesh = make_mesh(fsdp=1, devices=jax.devices()[:1])
+  graphdef, abstract_state, shardings = model_shardings(cfg, mesh)
+  param_sh = nnx.to_pure_dict(nnx.state(nnx.merge(graphdef, shardings), nnx.Param))
+  abstract = abstract_like(nnx.to_pure_dict(nnx.state(nnx.merge(graphdef, abstract_state), nnx.Param)), param_sh)
+  tx = optimizer.make_optimizer(1e-5, eps=1e-8, weight_decay=0.0, clip_norm=0.5)
+  init, opt_sh = compile_opt_init(tx, abstract, param_sh, mesh)
+  model = from_torch_state_dict(cfg, state_dict, mesh)
+  params = jax.device_put(nnx.to_pure_dict(nnx.state(model, nnx.Param)), param_sh)
+  with jax.set_mesh(mesh):
+    ref_params = jax.tree.map(lambda x: x.copy(), params)
+  opt = init(params)
+  step = dpo.jit_dpo_step(dpo.make_dpo_step(graphdef, tx, beta=_BETA, loss_chunk=128), mesh, param_sh, opt_sh)
+  ref = dpo.jit_ref_logps(dpo.make_ref_logps(graphdef, loss_chunk=128), mesh, param_sh)
+  gb = global_batch(batch, mesh)
+  state = {"p": params, "o": opt, "losses": []}
+
+  def one():
+    b = dict(gb, ref_logps=ref(ref_params, gb))
+    state["p"], state["o"], m = step(state["p"], state["o"], b, len(state["losses"]))
+    state["losses"].append(float(m["loss"]))  # waits for the step
+  return _time(one, steps), state["losses"]
+
+
+def bench_torch(model, batch, steps):
+  import copy
+  import torch
+  ref = copy.deepcopy(model).eval()
+  model.train()
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+  ids, tgt = torch.tensor(batch["input_ids"]).long(), torch.tensor(batch["targets"]).long()
+  att, mask = torch.tensor(batch["segment_ids"] > 0).long(), torch.tensor(batch["loss_mask"])
+  losses = []
+
+  def logps(m):
+    lp = torch.log_softmax(m(ids, attention_mask=att).logits.float(), -1).gather(-1, tgt[..., None])[..., 0]
+    return (lp * mask).sum(-1)
+
+  def one():
+    with torch.no_grad():
+      r = logps(ref)
+    p = logps(model)
+    h = (p[0::2] - r[0::2]) - (p[1::2] - r[1::2])
+    loss = -torch.nn.functional.logsigmoid(_BETA * h).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+    opt.step()
+    losses.append(loss.item())
+  return _time(one, steps), losses
+
+
+def main(argv):
+  del argv
+  import numpy as np
+  import torch
+  import transformers
+  cfg = _config()
+  d = {k: v for k, v in cfg.to_hf_dict("float32").items() if k not in ("architectures", "model_type", "dtype")}
+  torch.manual_seed(0)
+  tm = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**d))
+  batch = _batch(_PAIRS.value, _SEQ.value)
+  tokens = batch["input_ids"].size
+  load = os.getloadavg()[0]
+  print(f"model: {sum(p.numel() for p in tm.parameters()) / 1e6:.2f}M params, {_PAIRS.value} pairs x 2 rows x "
+        f"{_SEQ.value}, load average {load:.1f} on {os.cpu_count()} cores", flush=True)
+  t_jax, l_jax = bench_jax(cfg, tm.state_dict(), batch, _STEPS.value)
+  print(f"slm_jax: {t_jax * 1e3:.0f} ms per step, {_PAIRS.value / t_jax:.2f} pairs/s, losses {l_jax[:3]}", flush=True)
+  t_torch, l_torch = bench_torch(tm, batch, _STEPS.value)
+  print(f"torch:   {t_torch * 1e3:.0f} ms per step, {_PAIRS.value / t_torch:.2f} pairs/s, losses {l_torch[:3]}",
+        flush=True)
+  np.testing.assert_allclose(l_jax, l_torch, rtol=1e-3)  # the same step on the same weights
+  print(json.dumps({"jax_pairs_per_s": _PAIRS.value / t_jax, "torch_pairs_per_s": _PAIRS.value / t_torch,
+                    "ratio": t_torch / t_jax, "jax_step_s": t_jax, "torch_step_s": t_torch,
+                    "tokens_per_step": int(tokens), "load_average": load, "torch_threads": torch.get_num_threads()}))
+
+
+if __name__ == "__main__":
+  app.run(main)
