@@ -3,8 +3,9 @@
   python tools/make_demo_preferences.py [--demo_dir=data/demo] [--out_dir=data/demo/prepared/preference]
 
 Each demo utterance is cut at the word boundary nearest its middle: the prompt is the speech before it, the chosen
-continuation the true rest of the utterance, the rejected one the rest of another utterance (of the same book,
-half the book away). The pairs are written in slamkit's preference-alignment format (features with durations and
+continuation the true rest of the utterance, the rejected one the rest of another utterance of the same book
+(every other utterance makes a pair; the ones between only lend their continuation as a rejected one, so no
+continuation is chosen in one pair and rejected in another). The pairs are written in slamkit's preference-alignment format (features with durations and
 the words as prompt_text / chosen_text / rejected_text) and then prepared by the same code as
 `tools/prepare_data.py --kind=preference` (repetition filter included). Deterministic; a few seconds.
 """
@@ -21,7 +22,7 @@ from slm_jax.data.interleave import FRAME_S
 _DEMO = flags.DEFINE_string("demo_dir", "data/demo", "Demo data folder (raw/features.jsonl, raw/alignments).")
 _OUT = flags.DEFINE_string("out_dir", None, "Prepared output folder (default: <demo_dir>/prepared/preference).")
 _VAL = flags.DEFINE_integer("validation_count", 16, "Pairs (the first ones) kept for validation.")
-_MAX = flags.DEFINE_integer("max_utterances", 136, "Use the first N demo utterances (0: all 844); small on disk.")
+_MAX = flags.DEFINE_integer("max_utterances", 240, "Use the first N demo utterances (0: all 844); small on disk.")
 
 
 def split_utterance(feat: dict, words: list) -> dict | None:
@@ -57,11 +58,12 @@ def build_pairs(demo_dir: str, max_pairs: int = 0) -> list[dict]:
   for i, (stem, _, _) in enumerate(items):
     books.setdefault(stem.split("_")[0], []).append(i)
   pairs = []
-  for ids in books.values():
-    for j, i in enumerate(ids):
-      other = ids[(j + len(ids) // 2) % len(ids)]
-      if other == i:
-        continue
+  for ids in books.values():  # even utterances make pairs, odd ones only lend their continuation as rejected
+    donors = ids[1::2]
+    for j, i in enumerate(ids[0::2]):
+      if not donors:
+        break
+      other = donors[(j + len(donors) // 2) % len(donors)]
       (stem, path, s), (_, opath, o) = items[i], items[other]
       pairs.append({"prompt_path": f"{path}#prompt", "chosen_path": f"{path}#continuation",
                     "rejected_path": f"{opath}#continuation", "prompt": s["prompt"], "chosen": s["continuation"],
