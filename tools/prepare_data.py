@@ -54,7 +54,7 @@ def main(argv):
                          validation_fraction=_VAL_FRACTION.value, validation_count=_VAL_COUNT.value,
                          records_per_shard=_SHARD.value, repetition_filter=_REPETITION.value,
                          max_auto_bleu=_MAX_BLEU.value, overwrite=_OVERWRITE.value)
-    except (slamkit.Rejected, FileNotFoundError, FileExistsError) as e:
+    except (slamkit.Rejected, prepare.InputError, FileNotFoundError, FileExistsError) as e:
       print(f"ERROR: {e}", file=sys.stderr, flush=True)
       sys.exit(2)
     return
