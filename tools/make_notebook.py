@@ -34,7 +34,8 @@ BENCHMARKS = os.environ.get("SLM_JAX_BENCHMARKS", "swuggy,sblimp,ssc,tsc,cm_tsc"
 RESULTS = os.environ.get("SLM_JAX_RESULTS", "eval_results.json")
 MAX_BUCKETS = int(os.environ.get("SLM_JAX_MAX_BUCKETS", "4"))
 MAX_NEW_TOKENS = int(os.environ.get("SLM_JAX_MAX_NEW_TOKENS", "150"))
-PROMPT_TEXT = os.environ.get("SLM_JAX_PROMPT_TEXT", "the cat sat on the mat")"""
+PROMPT_TEXT = os.environ.get("SLM_JAX_PROMPT_TEXT", "the cat sat on the mat")
+VOCODER_DIR = os.environ.get("SLM_JAX_VOCODER", "")    # converted unit vocoder (tools/convert_vocoder.py): hear it"""
 
 INSTALL = """import importlib, importlib.util, subprocess, sys
 IN_COLAB = "google.colab" in sys.modules
@@ -151,6 +152,16 @@ print("text prompt:", PROMPT_TEXT)
 print("text continuation:", out[0]["text"])"""
 
 
+HEAR = """if VOCODER_DIR and units_files:
+  from IPython.display import Audio, display
+  from slm_jax.vocoder import Vocoder
+  speech, _ = run.generate_loaded(loaded, mesh, [prompt], prompt_modality="speech", sampling=sc, prompt_seconds=3.0)
+  voc = Vocoder.load(VOCODER_DIR)
+  display(Audio(voc([speech[0]["prompt"] + speech[0]["units"]])[0], rate=voc.sample_rate))  # prompt, then continuation
+else:
+  print("set VOCODER_DIR (a folder written by tools/convert_vocoder.py) to hear a speech continuation")"""
+
+
 def build():
   import nbformat
   from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
@@ -163,7 +174,8 @@ def build():
            new_markdown_cell("## Results table"), new_code_cell(TABLE),
            new_markdown_cell("## Plot"), new_code_cell(PLOT),
            new_markdown_cell("## Generate a continuation (KV-cache sampling, other modality banned)"),
-           new_code_cell(GENERATE)]
+           new_code_cell(GENERATE),
+           new_markdown_cell("## Hear the speech continuation (unit vocoder)"), new_code_cell(HEAR)]
   for i, cell in enumerate(cells):
     cell["id"] = f"cell-{i:02d}"  # stable ids: rebuilding gives the same file
   nb = new_notebook(cells=cells, metadata={
