@@ -1,4 +1,4 @@
-"""The SIMS scaling study (SPEC §7, §8): Qwen2.5 0.5B-7B and Llama-3.2 1B/3B, TWIST-initialised, x token budgets.
+"""The SIMS scaling study (docs/reference.md §7, §8): Qwen2.5 0.5B-7B and Llama-3.2 1B/3B, TWIST-initialised, x token budgets.
 
   python tools/sweep.py --config=configs/scaling_sims.py:/models --out_dir=/scratch/sims_scaling --launch=slurm
   bash /scratch/sims_scaling/slurm/submit_all.sh

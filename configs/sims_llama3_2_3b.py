@@ -1,4 +1,4 @@
-"""SIMS recipe (SPEC §5) on Llama-3.2-3B: TWIST init, interleaved + speech-only + text-only mix, packed 2048.
+"""SIMS recipe (docs/reference.md §5) on Llama-3.2-3B: TWIST init, interleaved + speech-only + text-only mix, packed 2048.
 
   tools/train.py --config=configs/sims_llama3_2_3b.py --workdir=runs/sims3b \
       --config.init.path=/models/Llama-3.2-3B            # HF folder (grown to 128758 ids on the fly)

@@ -1,7 +1,7 @@
-"""SIMS recipe (SPEC §5) on Qwen2.5: `--config=configs/sims_qwen2_5.py:7b` (variants 0.5b, 1.5b, 3b, 7b).
+"""SIMS recipe (docs/reference.md §5) on Qwen2.5: `--config=configs/sims_qwen2_5.py:7b` (variants 0.5b, 1.5b, 3b, 7b).
 
 TWIST init from the HF folder (`--config.init.path`); Qwen2.5-7B has an untied head, the smaller ones tie it.
-Token budgets: 7B is the published SIMS-7B run (15e9 tokens, SPEC §7); the others default to one pass over the
+Token budgets: 7B is the published SIMS-7B run (15e9 tokens, docs/reference.md §7); the others default to one pass over the
 SIMS dataset (11.08e9 tokens) — scaling sweeps override `--config.token_budget`.
 """
 from slm_jax.train.config_base import base_config, finalize

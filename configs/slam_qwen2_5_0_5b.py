@@ -1,4 +1,4 @@
-"""SLAM (speech-only, one-GPU recipe, SPEC §5): Qwen2.5-0.5B with rope theta 10000, its own 502-token vocabulary
+"""SLAM (speech-only, one-GPU recipe, docs/reference.md §5): Qwen2.5-0.5B with rope theta 10000, its own 502-token vocabulary
 (PAD 0, <S> 1 as BOS/EOS, <Un i> = i + 2; the first 502 rows of Qwen's embedding kept, as slamkit's
 resize_token_embeddings does), context 1024, lr 1e-3, warmup max(100 steps, 1%), cosine to 5e-5, clip 0.5,
 batch 8 x 16 accumulation, 17,625 steps.

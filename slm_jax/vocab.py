@@ -1,4 +1,4 @@
-"""The speech-text vocabulary of SPEC §2: unit and marker ids, tokenizer extension, text+units -> ids.
+"""The speech-text vocabulary of docs/reference.md §2: unit and marker ids, tokenizer extension, text+units -> ids.
 
 Layout: the base tokenizer's ids unchanged, then `<Un0>`..`<Un{n-1}>`, then `<speech>`, then `<text>`.
 Units and markers are mapped by id arithmetic, never through BPE.
@@ -23,7 +23,7 @@ def unit_token(i: int) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class VocabLayout:
-  """Where units and markers sit in an extended vocabulary (SPEC §2)."""
+  """Where units and markers sit in an extended vocabulary (docs/reference.md §2)."""
   base_size: int
   num_units: int = 500
   bos_id: int | None = None  # the base tokenizer's BOS, prepended when the base model adds one
@@ -93,7 +93,7 @@ def extend_tokenizer(tokenizer, num_units: int = 500) -> VocabLayout:
   for i, name in enumerate(names):
     got = tokenizer.convert_tokens_to_ids(name)
     if got != base + i:
-      raise ValueError(f"tokenizer maps {name} to {got}, expected {base + i} (SPEC §2 layout)")
+      raise ValueError(f"tokenizer maps {name} to {got}, expected {base + i} (docs/reference.md §2 layout)")
   bos = tokenizer.bos_token_id
   return VocabLayout(base_size=base, num_units=num_units, bos_id=bos, eos_id=tokenizer.eos_token_id)
 
@@ -104,7 +104,7 @@ def units_to_string(units: Iterable[int]) -> str:
 
 
 class Encoder:
-  """Turns SPEC §4 pieces (or strings) into ids: text through the HF tokenizer, units/markers by id."""
+  """Turns docs/reference.md §4 pieces (or strings) into ids: text through the HF tokenizer, units/markers by id."""
 
   def __init__(self, tokenizer, layout: VocabLayout, add_bos: bool | None = None):
     self.tokenizer = tokenizer
@@ -131,11 +131,11 @@ class Encoder:
     return np.asarray(out, np.int32)
 
   def encode_string(self, s: str, bos: bool | None = None) -> np.ndarray:
-    """A SPEC §4 string (`<text> The cat<speech><Un3>...`) -> ids, without BPE on units or markers."""
+    """A docs/reference.md §4 string (`<text> The cat<speech><Un3>...`) -> ids, without BPE on units or markers."""
     return self.encode_pieces(parse_string(s), bos=bos)
 
   def decode(self, ids: Sequence[int]) -> str:
-    """ids -> SPEC §4 string (BOS dropped)."""
+    """ids -> docs/reference.md §4 string (BOS dropped)."""
     parts, text = [], []
     def flush():
       if text:
@@ -157,7 +157,7 @@ class Encoder:
 
 
 def parse_string(s: str) -> list[tuple[str, object]]:
-  """Splits a SPEC §4 string into pieces; consecutive units are grouped."""
+  """Splits a docs/reference.md §4 string into pieces; consecutive units are grouped."""
   pieces: list[tuple[str, object]] = []
   pos = 0
   for m in _PIECE_RE.finditer(s):

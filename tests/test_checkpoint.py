@@ -91,7 +91,7 @@ def llama_units(tmp_path_factory, llama3_tokenizer_dir):
 
 
 def test_added_units_llama_tied(llama_units):
-  """Llama-3-style tied model + 500 units: SPEC §2 ids, 128758 rows exported, new rows as transformers' mean
+  """Llama-3-style tied model + 500 units: docs/reference.md §2 ids, 128758 rows exported, new rows as transformers' mean
   resizing makes them, old rows untouched, and transformers / our model / the tokenizers agree."""
   cfg, tm, src, ck, out = llama_units
   model, meta, _ = orbax_io.load_model(str(ck), sharding.make_mesh(fsdp=2, tensor=4))
@@ -214,7 +214,7 @@ def _make_slamkit(path, cfg, tok_dir):
   specs = [("lm." + k, v.shape, v.dtype) for k, v in sd.items()]
   write_sharded(str(path), specs, lambda n: sd[n[3:]])
   base = json.loads(tm.config.to_json_string())
-  base.update(pad_token_id=0, bos_token_id=1, eos_token_id=1)  # slamkit's forced ids (SPEC §2 quirk)
+  base.update(pad_token_id=0, bos_token_id=1, eos_token_id=1)  # slamkit's forced ids (docs/reference.md §2 quirk)
   with open(os.path.join(path, "config.json"), "w") as f:
     json.dump({"model_type": "speech_language_model", "architectures": ["UnitLM"],
                "base_model_name": "meta-llama/Llama-3.2-3B", "base_config": base, "vocab_size": 128758,

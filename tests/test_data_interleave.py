@@ -1,4 +1,4 @@
-"""SPEC §4 interleaving: span-selection properties (hypothesis), the sequence construction against hand-worked strings
+"""docs/reference.md §4 interleaving: span-selection properties (hypothesis), the sequence construction against hand-worked strings
 and a literal per-word reference, seeding and epochs."""
 import math
 from bisect import bisect_left, bisect_right
@@ -57,7 +57,7 @@ def test_at_least_ceil_eta_n_spoken_and_accepted_spans_disjoint(n, seed, epoch):
 @SETTINGS
 @given(n=st.integers(1, 200), seed=st.integers(0, 2**32 - 1))
 def test_rejection_and_eligibility_rules(n, seed):
-  """Replays the trace against SPEC §4 step 1: starts come from the eligible set; a draw overlapping a selected
+  """Replays the trace against docs/reference.md §4 step 1: starts come from the eligible set; a draw overlapping a selected
   word is rejected; an accepted span removes its indices and the index after it; L = 0 removes its start."""
   trace = []
   select_spans(n, interleave.pattern_rng(seed, 0, 11), trace=trace)
@@ -151,7 +151,7 @@ def test_unit_end_times_match_float64_cumsum():
 
 
 def _reference_string(words, times, units, durations, spoken):
-  """SPEC §4 step 2 read literally: a walk over words, one run at a time."""
+  """docs/reference.md §4 step 2 read literally: a walk over words, one run at a time."""
   t = list(np.cumsum(durations) * 0.04)
   out, cur = "", []
   for i, w in enumerate(words):

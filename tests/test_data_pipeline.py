@@ -39,7 +39,7 @@ def sources(tmp_path_factory):
 
 
 def _reference_chunks(sources, split, tok, seed, epochs=(0,), mode="per_epoch"):
-  """Independent path: records -> SPEC §4 string -> HF tokenizer (+ BOS) -> chunks of SEQ."""
+  """Independent path: records -> docs/reference.md §4 string -> HF tokenizer (+ BOS) -> chunks of SEQ."""
   chunks = collections.Counter()
   for kind, d in sources.items():
     src = grain.sources.ArrayRecordDataSource(records.split_files(d, split))

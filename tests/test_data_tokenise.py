@@ -1,5 +1,5 @@
-"""Tokenisation by id (units, markers) + BPE (text) equals the HF tokenizer with the added tokens on the SPEC §4
-string (real Llama-3 tokenizer, extended as SPEC §2)."""
+"""Tokenisation by id (units, markers) + BPE (text) equals the HF tokenizer with the added tokens on the docs/reference.md §4
+string (real Llama-3 tokenizer, extended as docs/reference.md §2)."""
 import dataclasses
 
 import numpy as np
@@ -80,7 +80,7 @@ def test_no_bos_layout(llama3):
 
 
 def test_slam_speech_sequences_end_with_eos():
-  """SPEC §2 SLAM layout: [<S>=1, <Un i>=i+2 ..., <S>=1] (BOS and EOS both 1)."""
+  """docs/reference.md §2 SLAM layout: [<S>=1, <Un i>=i+2 ..., <S>=1] (BOS and EOS both 1)."""
   from slm_jax.data import pipeline
   from slm_jax.data.tokenise import DocumentTokenizer
   from slm_jax.vocab import VocabLayout

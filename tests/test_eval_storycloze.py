@@ -1,4 +1,4 @@
-"""StoryCloze naming conventions, slamkit pre-paired folders, multi-speaker and cross-modal sets (SPEC §6)."""
+"""StoryCloze naming conventions, slamkit pre-paired folders, multi-speaker and cross-modal sets (docs/reference.md §6)."""
 import os
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""ZeroSpeech 2021 arithmetic on hand-made gold.csv files against hand-computed numbers (SPEC §6)."""
+"""ZeroSpeech 2021 arithmetic on hand-made gold.csv files against hand-computed numbers (docs/reference.md §6)."""
 import math
 import os
 

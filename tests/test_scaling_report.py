@@ -128,14 +128,14 @@ def test_param_counts_match_published_counts():
     assert t[name]["params"] == n, name
     h, v = PRESETS[name].hidden_size, PRESETS[name].vocab_size
     assert t[name]["embed_params"] == v * h * (1 if PRESETS[name].tie_word_embeddings else 2)
-  # The interleaved vocabulary (SPEC §2): Qwen2.5 grows 151936 -> 152167 rows, Llama 128256 -> 128758.
+  # The interleaved vocabulary (docs/reference.md §2): Qwen2.5 grows 151936 -> 152167 rows, Llama 128256 -> 128758.
   ext = compute.preset_param_table(["qwen2.5-0.5b", "llama3.2-1b"], extend_vocab=True)
   assert ext["qwen2.5-0.5b"]["params"] - published["qwen2.5-0.5b"] == (152167 - 151936) * 896
   assert ext["llama3.2-1b"]["params"] - published["llama3.2-1b"] == 502 * 2048
 
 
 def test_sims_7b_compute_is_6nd():
-  # SPEC §5/§7: SIMS-7B, 7.6e9 params x 15e9 tokens = 6.86e20 FLOPs.
+  # docs/reference.md §5/§7: SIMS-7B, 7.6e9 params x 15e9 tokens = 6.86e20 FLOPs.
   n = compute.param_counts(compute.slm_config(PRESETS["qwen2.5-7b"]))["params"]
   assert compute.flops_6nd(n, 15e9) == pytest.approx(6.86e20, rel=2e-3)
 

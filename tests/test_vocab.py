@@ -1,4 +1,4 @@
-"""The SPEC §2 vocabulary on the real Llama-3 tokenizer: ids, golden tokenisation, mixed strings."""
+"""The docs/reference.md §2 vocabulary on the real Llama-3 tokenizer: ids, golden tokenisation, mixed strings."""
 import numpy as np
 import pytest
 import transformers
@@ -28,7 +28,7 @@ def test_llama3_ids_as_spec(extended):
 
 
 def test_qwen_layout_arithmetic():
-  """SPEC §2 numbers for Qwen2.5 (tokenizer length 151665; the matrix has spare rows up to 151936 / 152064)."""
+  """docs/reference.md §2 numbers for Qwen2.5 (tokenizer length 151665; the matrix has spare rows up to 151936 / 152064)."""
   q = QWEN2_5_LAYOUT
   assert (q.unit_offset, q.unit_offset + 499, q.speech_id, q.text_id, q.size) == (151665, 152164, 152165, 152166,
                                                                                   152167)
@@ -78,6 +78,6 @@ def test_extension_is_idempotent_and_checked(extended, tmp_path, llama3_tokenize
   again = transformers.AutoTokenizer.from_pretrained(tmp_path / "ext")
   assert extend_tokenizer(again) == layout and len(again) == 128758
   wrong = transformers.AutoTokenizer.from_pretrained(llama3_tokenizer_dir)
-  wrong.add_tokens(["<Un0>", "<Un2>"])  # a tokenizer whose units are not where SPEC §2 puts them
+  wrong.add_tokens(["<Un0>", "<Un2>"])  # a tokenizer whose units are not where docs/reference.md §2 puts them
   with pytest.raises(ValueError, match="maps <Un1> to"):
     extend_tokenizer(wrong)

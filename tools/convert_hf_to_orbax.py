@@ -1,4 +1,4 @@
-"""Hugging Face (or slamkit) checkpoint -> Orbax checkpoint with the SPEC §2 speech-text vocabulary.
+"""Hugging Face (or slamkit) checkpoint -> Orbax checkpoint with the docs/reference.md §2 speech-text vocabulary.
 
   python tools/convert_hf_to_orbax.py --hf_dir=Llama-3.2-3B --out_dir=ckpt/llama3b_units \
       [--add_speech_units=500] [--dtype=bfloat16|float32] [--tokenizer_dir=D]

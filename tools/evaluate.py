@@ -1,4 +1,4 @@
-"""Speech metrics of a checkpoint on the benchmarks' own layouts (SPEC §6), and GenPPL of ASR transcripts.
+"""Speech metrics of a checkpoint on the benchmarks' own layouts (docs/reference.md §6), and GenPPL of ASR transcripts.
 
   python tools/evaluate.py --ckpt=CKPT --benchmark=swuggy --data_dir=zr2021/lexical/dev \
       [--units=units.jsonl | --encoder=HUBERT_DIR --kmeans=km500.npy] --out=results.json [--submission_dir=D]
@@ -28,11 +28,11 @@ flags.DEFINE_string("split", "dev", "ZeroSpeech split when --data_dir holds dev/
 flags.DEFINE_enum("layout", "auto", ["auto", "zerospeech", "named", "slamkit"], "File layout of --data_dir.")
 flags.DEFINE_string("units", None, "slamkit features JSONL with the units of every audio file (keyed by stem).")
 flags.DEFINE_string("encoder", None, "Audio input: a HF HubertModel folder (mhubert-base-25hz) or 'mfcc' (stand-in).")
-flags.DEFINE_integer("layer", 11, "Audio input: HuBERT layer whose output is quantised (SPEC §1: 11).")
+flags.DEFINE_integer("layer", 11, "Audio input: HuBERT layer whose output is quantised (docs/reference.md §1: 11).")
 flags.DEFINE_string("kmeans", None, "Audio input: k-means centroids (.npy, or a joblib pickle with --trust_pickle).")
 flags.DEFINE_bool("trust_pickle", False, "Allow loading a pickled k-means model.")
 flags.DEFINE_enum("reduce", "mean", ["mean", "sum"], "Per-sequence score: mean (slamkit default) or sum.")
-flags.DEFINE_bool("mask_modality", False, "Ban text ids and markers when scoring speech (SPEC §6 option).")
+flags.DEFINE_bool("mask_modality", False, "Ban text ids and markers when scoring speech (docs/reference.md §6 option).")
 flags.DEFINE_list("cm_modes", None, "Cross-modal modes among tt,ts,st,ss (default: every mode with its files).")
 flags.DEFINE_string("cm_text_join", " ", "Between prompt and ending text in T->T ('' is slamkit's join).")
 flags.DEFINE_string("transcripts", None, "genppl: ASR transcripts, JSONL {file_name, text} or one per line.")

@@ -1,4 +1,4 @@
-"""Audio folder -> deduplicated speech units, slamkit features JSONL (SPEC §1, §3).
+"""Audio folder -> deduplicated speech units, slamkit features JSONL (docs/reference.md §1, §3).
 
   python tools/extract_units.py --audio_dir=D [--ext=flac] --out=units.jsonl \
       [--encoder=HF_HUBERT_DIR|mfcc] [--layer=11] [--kmeans=km.npy] [--fit_kmeans=K] [--slamkit_padding]
@@ -18,7 +18,7 @@ _EXT = flags.DEFINE_string("ext", "flac", "Audio extension(s), comma-separated (
 _OUT = flags.DEFINE_string("out", None, "Output features JSONL (appended to; done files skipped).")
 _ENCODER = flags.DEFINE_string("encoder", "mfcc", "HF HubertModel folder (e.g. slprl/mhubert-base-25hz "
                                "downloaded) or 'mfcc' for the weight-free stand-in.")
-_LAYER = flags.DEFINE_integer("layer", 11, "HF hidden_states index to quantise (SPEC §1: 11).")
+_LAYER = flags.DEFINE_integer("layer", 11, "HF hidden_states index to quantise (docs/reference.md §1: 11).")
 _KMEANS = flags.DEFINE_string("kmeans", None, "Centroids .npy (or a joblib pickle with --trust_pickled_kmeans); "
                               "with --fit_kmeans, where the fitted centroids are written.")
 _FIT = flags.DEFINE_integer("fit_kmeans", 0, "Fit K centroids on this audio first (stand-in / new codebooks).")

@@ -1,4 +1,4 @@
-"""Fits L(N, D) = E + A/N^alpha + B/D^beta to a runs table (SPEC §8) and writes fit.json and PNG plots.
+"""Fits L(N, D) = E + A/N^alpha + B/D^beta to a runs table (docs/reference.md §8) and writes fit.json and PNG plots.
 
   python tools/fit_scaling.py --runs=runs.csv --out_dir=fits/ [--bootstrap=100] [--budgets=1e20,6.86e20]
 

@@ -1,4 +1,4 @@
-"""Speech / text / cross-modal continuations with KV-cache sampling (SPEC §6).
+"""Speech / text / cross-modal continuations with KV-cache sampling (docs/reference.md §6).
 
   python tools/generate.py --ckpt=CKPT --prompts=prompts_features.jsonl --out=continuations.jsonl
   python tools/generate.py --ckpt=CKPT --audio_dir=wavs --encoder=HUBERT_DIR --kmeans=km500.npy --out=c.jsonl

@@ -1,4 +1,4 @@
-"""Prints the first documents of a prepared folder as the model sees them (SPEC §4 string form), one per line.
+"""Prints the first documents of a prepared folder as the model sees them (docs/reference.md §4 string form), one per line.
 
   tools/inspect_data.py --data_dir=data/inter --num=5 --seed=0 --epoch=0
 

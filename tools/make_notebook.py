@@ -119,7 +119,7 @@ for r in results.values():
 display(Markdown("\\n".join(lines)))"""
 
 PLOT = """import matplotlib.pyplot as plt
-SIMS_7B = {"sWUGGY": 75.4, "sBLIMP": 59.8, "sSC": 66.7, "tSC": 88.3}  # published (SPEC §7), real benchmarks
+SIMS_7B = {"sWUGGY": 75.4, "sBLIMP": 59.8, "sSC": 66.7, "tSC": 88.3}  # published (docs/reference.md §7), real benchmarks
 names = [r["metric"] for r in results.values()]
 ours = [100 * r["accuracy"] for r in results.values()]
 fig, ax = plt.subplots(figsize=(1.6 * max(len(names), 3), 3.5))

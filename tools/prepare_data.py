@@ -1,4 +1,4 @@
-"""slamkit-format data -> a prepared dataset folder (TFDS ArrayRecord shards + manifest.json), SPEC §3.
+"""slamkit-format data -> a prepared dataset folder (TFDS ArrayRecord shards + manifest.json), docs/reference.md §3.
 
   tools/prepare_data.py --kind=interleaved --input='feats/*.jsonl' --alignment_dir=meta --out_dir=data/inter
   tools/prepare_data.py --kind=speech --input=feats/train.jsonl --out_dir=data/speech

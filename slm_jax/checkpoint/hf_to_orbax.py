@@ -1,4 +1,4 @@
-"""HF (or slamkit) safetensors folder -> our Orbax checkpoint with the SPEC §2 speech-text vocabulary.
+"""HF (or slamkit) safetensors folder -> our Orbax checkpoint with the docs/reference.md §2 speech-text vocabulary.
 
 Tensors stream one at a time into the sharded model (no torch model is built); the embedding (and an untied
 head) grows to the extended vocabulary as transformers' mean resizing does and is padded to a multiple of
@@ -130,7 +130,7 @@ def import_hf(hf_dir: str, mesh: Mesh | None = None, num_units: int = 500, dtype
   tokenizer = load_tokenizer(hf_dir, src, tokenizer_dir)
   layout, vocab = plan_vocab(src, tokenizer, num_units)
   overrides = dict(vocab_size=vocab, param_dtype=dtype, dtype=dtype)
-  if src.kind == "slamkit":  # slamkit forces pad=0, bos=eos=1 (SPEC §2 quirk): take the tokenizer's ids instead
+  if src.kind == "slamkit":  # slamkit forces pad=0, bos=eos=1 (docs/reference.md §2 quirk): take the tokenizer's ids instead
     overrides.update(bos_token_id=layout.bos_id, eos_token_id=layout.eos_id)
   cfg = src.model_config(**overrides)
   total = check_tensors(src, cfg)

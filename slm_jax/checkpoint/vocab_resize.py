@@ -1,5 +1,5 @@
 """Growing an embedding (or untied output head) for new vocabulary rows, as transformers'
-`resize_token_embeddings(mean_resizing=True)` does (SPEC §2).
+`resize_token_embeddings(mean_resizing=True)` does (docs/reference.md §2).
 
 New rows ~ N(mean of ALL old rows, 1e-9 * cov(old rows)) computed in fp32 (covariance divided by the row count,
 as transformers does); when 1e-9 * cov is not positive definite (Cholesky fails) every new row is the mean.

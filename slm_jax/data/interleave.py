@@ -1,4 +1,4 @@
-"""Word-level speech-text interleaving (SPEC §4, SIMS "poisson"): pure functions of (document, seed, epoch).
+"""Word-level speech-text interleaving (docs/reference.md §4, SIMS "poisson"): pure functions of (document, seed, epoch).
 
 A document's pattern is drawn from an RNG seeded by (seed, epoch, doc_key); mode "static" always uses epoch 0
 (one pattern per document, as slamkit), mode "per_epoch" draws a new, still deterministic, pattern each epoch.
@@ -15,7 +15,7 @@ import numpy as np
 from slm_jax import vocab
 
 LAMBDA, ETA = 10.0, 0.3
-FRAME_S = 640 / 16000  # seconds per mHuBERT-25Hz frame (SPEC §1), as slamkit's get_unit_duration()
+FRAME_S = 640 / 16000  # seconds per mHuBERT-25Hz frame (docs/reference.md §1), as slamkit's get_unit_duration()
 MODES = ("static", "per_epoch")
 
 Piece = tuple  # ("text", str) | ("units", int array) | ("marker", "speech" | "text")
@@ -50,7 +50,7 @@ _PCG_INC = 0xDA3E39CB94B95BDB_A5E4E0A5D5C3B8F1 | 1
 
 def select_spans(n: int, rng: np.random.Generator, lam: float = LAMBDA, eta: float = ETA,
                  trace: list | None = None) -> np.ndarray:
-  """bool [n]: which words are spoken (SPEC §4 step 1).
+  """bool [n]: which words are spoken (docs/reference.md §4 step 1).
 
   Each draw takes a start uniformly from the eligible indices (floor(u * count) with u ~ U[0, 1)) and a length
   L ~ Poisson(lam); both are drawn from `rng` in blocks of _DRAWS. `trace` collects (start, L, accepted).
@@ -89,7 +89,7 @@ def unit_end_times(durations: np.ndarray) -> np.ndarray:
 
 def build_pieces(text: str, word_offsets: np.ndarray, word_starts: np.ndarray, word_ends: np.ndarray,
                  units: np.ndarray, durations: np.ndarray, spoken: np.ndarray) -> list[Piece]:
-  """The SPEC §4 sequence for a given pattern (step 2), as pieces.
+  """The docs/reference.md §4 sequence for a given pattern (step 2), as pieces.
 
   text: the words concatenated (each word with its own leading space); word_offsets: end offset of each word in
   `text`; spoken: bool per word. Each run of one modality is preceded by its marker; a spoken run over words
@@ -128,7 +128,7 @@ def interleave(doc, seed: int, epoch: int = 0, mode: str = "per_epoch", lam: flo
 
 
 def pieces_to_string(pieces: Sequence[Piece]) -> str:
-  """SPEC §4 string form (`<text> The cat<speech><Un12>...`) of pieces."""
+  """docs/reference.md §4 string form (`<text> The cat<speech><Un12>...`) of pieces."""
   out = []
   for kind, value in pieces:
     if kind == "text":

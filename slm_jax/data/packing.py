@@ -1,4 +1,4 @@
-"""Chunking and packing of token documents into fixed [rows, seq_len] training batches (SPEC §3, §5).
+"""Chunking and packing of token documents into fixed [rows, seq_len] training batches (docs/reference.md §3, §5).
 
 Each document is cut into consecutive chunks of `seq_len` tokens (the remainder kept as a shorter chunk); each
 chunk is one packed segment: `positions` restart at 0, `segment_ids` count from 1 within a row (0 = padding),

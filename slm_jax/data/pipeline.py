@@ -1,6 +1,6 @@
 """The training / validation input pipeline (grain): read, interleave, tokenise, mix, chunk, pack, shard, resume.
 
-  per kind: this host's share of the records -> reshuffled each epoch -> Document -> SPEC §4 pieces for
+  per kind: this host's share of the records -> reshuffled each epoch -> Document -> docs/reference.md §4 pieces for
             (seed, epoch) -> ids                                    (MapDataset, random access)
   train:    kinds mixed per document with `weights`, in random order (exact proportions per block of 10,000)
   validation: kinds concatenated in order, unshuffled (SIMS: the concatenation of the validation sets)
@@ -26,7 +26,7 @@ from slm_jax.data.packing import BATCH_KEYS, FixedCountIterDataset, PackIterData
 __all__ = ["BATCH_KEYS", "SIMS_MIX_WEIGHTS", "count_tokens", "document_dataset", "make_dataset",
            "make_iterator"]
 
-SIMS_MIX_WEIGHTS = {"text": 0.2024, "interleaved": 0.5433, "speech": 0.2543}  # SPEC §3, per document
+SIMS_MIX_WEIGHTS = {"text": 0.2024, "interleaved": 0.5433, "speech": 0.2543}  # docs/reference.md §3, per document
 MIX_BLOCK = 10_000
 
 

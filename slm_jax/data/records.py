@@ -4,7 +4,7 @@ One record per document, a `tf.train.Example` laid out exactly as the TFDS featu
 prepared folder opens with `tfds.builder_from_directory(dir).as_data_source(split)` as well as with grain.
 Fields (absent ones are empty):
   doc_id        str      slamkit `file_name` (or file:line for text corpora)
-  text          str      text document; transcript words concatenated (interleaved); or a ready SPEC §4 string
+  text          str      text document; transcript words concatenated (interleaved); or a ready docs/reference.md §4 string
                          (interleaved documents read from tokens JSONL, which carry no words)
   word_offsets  int32    end offset (code points) of each word in `text`
   word_starts   float64  word start times, seconds (bit-exact, stored as raw bytes)

@@ -1,4 +1,4 @@
-"""Readers and validation for slamkit's on-disk formats (SPEC §3) and plain text, one document at a time.
+"""Readers and validation for slamkit's on-disk formats (docs/reference.md §3) and plain text, one document at a time.
 
 Every parser takes the raw bytes of one input line (or file) and returns a records.Document, or raises
 `Rejected(category, reason)`; the caller adds the file and line. Formats (detected per line by their keys):

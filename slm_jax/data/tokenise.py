@@ -1,8 +1,8 @@
-"""Documents -> token ids with the extended vocabulary (SPEC §2-§4), fast enough for the input pipeline.
+"""Documents -> token ids with the extended vocabulary (docs/reference.md §2-§4), fast enough for the input pipeline.
 
 Text goes through the model's HF tokenizer (one batched call per document into its Rust backend), units and
 markers map by id; BOS is prepended when the base model adds one. The ids equal `slm_jax.vocab.Encoder` (and
-the HF tokenizer with the added tokens) on the document's SPEC §4 string.
+the HF tokenizer with the added tokens) on the document's docs/reference.md §4 string.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from slm_jax.data import interleave, records
 
 def document_pieces(doc: records.Document, kind: str, seed: int = 0, epoch: int = 0, mode: str = "per_epoch",
                     lam: float = interleave.LAMBDA, eta: float = interleave.ETA) -> list:
-  """The SPEC §4 pieces of one document of a given kind (text / speech / interleaved)."""
+  """The docs/reference.md §4 pieces of one document of a given kind (text / speech / interleaved)."""
   if kind == "text":
     return [("text", doc.text)]
   if kind == "speech":
@@ -37,7 +37,7 @@ class DocumentTokenizer:
     self.add_bos = (layout.bos_id is not None if add_bos is None else add_bos) and layout.bos_id is not None
     if add_eos and layout.eos_id is None:
       raise ValueError("add_eos=True needs a layout with an eos_id")
-    self.add_eos = add_eos  # SLAM speech-only sequences are [<S>, units..., <S>] (SPEC §2)
+    self.add_eos = add_eos  # SLAM speech-only sequences are [<S>, units..., <S>] (docs/reference.md §2)
     backend = getattr(tokenizer, "_tokenizer", None)  # tokenizers.Tokenizer of a fast HF tokenizer
     self._batch = None
     if backend is not None:
@@ -76,7 +76,7 @@ class DocumentTokenizer:
 
 def document_strings(data_dir: str, *, split: str = "train", num: int = 10, start: int = 0, seed: int = 0,
                      epoch: int = 0, mode: str = "per_epoch"):
-  """Yields the SPEC §4 strings of records [start, start + num) of a prepared folder (in stored order)."""
+  """Yields the docs/reference.md §4 strings of records [start, start + num) of a prepared folder (in stored order)."""
   import grain
   kind = records.read_manifest(data_dir)["kind"]
   source = grain.sources.ArrayRecordDataSource(records.split_files(data_dir, split))

@@ -1,5 +1,5 @@
 """Builds data/demo/: TTS speech with exact word times, stand-in (mfcc) units, slamkit-format files, look-alike
-evaluation sets (SPEC §3, §6). Deterministic for a given seed (flite and the k-means fit are deterministic)."""
+evaluation sets (docs/reference.md §3, §6). Deterministic for a given seed (flite and the k-means fit are deterministic)."""
 from __future__ import annotations
 
 import concurrent.futures

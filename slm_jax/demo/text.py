@@ -1,5 +1,5 @@
 """Text material for the demo dataset: public-domain prose (Alice ch. I-II from Debian's flite, Botchan from the
-sentencepiece sdist), sentence splitting, and the look-alike evaluation items (sWUGGY / sBLIMP / tSC, SPEC §6)."""
+sentencepiece sdist), sentence splitting, and the look-alike evaluation items (sWUGGY / sBLIMP / tSC, docs/reference.md §6)."""
 from __future__ import annotations
 
 import collections

@@ -1,4 +1,4 @@
-"""Evaluation (SPEC §6): sequence scoring, the benchmarks on their own layouts, generation, GenPPL.
+"""Evaluation (docs/reference.md §6): sequence scoring, the benchmarks on their own layouts, generation, GenPPL.
 
 scoring     length-bucketed, mesh-sharded scoring with `slm_jax.train.loss.token_logprobs`
 zerospeech  gold.csv and the official sWUGGY / sBLIMP arithmetic

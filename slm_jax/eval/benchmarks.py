@@ -1,4 +1,4 @@
-"""The SIMS speech benchmarks (SPEC §6) on their own file layouts: load, turn into token sequences, score, sum up.
+"""The SIMS speech benchmarks (docs/reference.md §6) on their own file layouts: load, turn into token sequences, score, sum up.
 
 A `Benchmark` is a set of items (token sequences to score, keyed by file stem) and pairs (correct, wrong) with
 the metadata its official arithmetic needs. Speech parts of items stay as audio paths until `resolve` turns

@@ -1,4 +1,4 @@
-"""KV-cache generation in one compiled loop (SPEC §6): greedy / temperature / top-k / top-p, banned ids, EOS.
+"""KV-cache generation in one compiled loop (docs/reference.md §6): greedy / temperature / top-k / top-p, banned ids, EOS.
 
 Prompts of different lengths are left-padded (segment id 0, never attended) so that every row writes the same
 cache slot at each step; positions count each row's own tokens. Prefill and the `lax.while_loop` decode run in
@@ -216,7 +216,7 @@ class Generator:
     return GenerationOutput(toks, done[:n].astype(bool), dt, int(computed.sum()))
 
 
-# ---- prompts of the four directions (SPEC §6) --------------------------------------------------------------
+# ---- prompts of the four directions (docs/reference.md §6) --------------------------------------------------------------
 def prompt_pieces(prompt_modality: str, output_modality: str, content) -> list:
   """Speech -> speech: bare units; text -> text: the text; S->T `<speech>units<text>`; T->S `<text>text<speech>`."""
   if prompt_modality == "speech":

@@ -1,4 +1,4 @@
-"""GenPPL and auto-BLEU of generated continuations, from transcripts made by any ASR (SPEC §6).
+"""GenPPL and auto-BLEU of generated continuations, from transcripts made by any ASR (docs/reference.md §6).
 
 GenPPL = exp(mean over samples of each sample's mean token NLL) under a judge text LM run by our own model
 code (the paper: Llama-3.2-1B); the judge's tokenizer adds its BOS, whose first token is context only.

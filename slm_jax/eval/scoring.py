@@ -1,4 +1,4 @@
-"""Sequence scoring (SPEC §6): mean (or summed) log-probability per target token, batched by length buckets.
+"""Sequence scoring (docs/reference.md §6): mean (or summed) log-probability per target token, batched by length buckets.
 
 The first token of a sequence is context only; padding is excluded; the logits of another modality may be
 banned before the softmax. Sequences are sorted by length and padded to a few bucket lengths chosen to waste
@@ -27,7 +27,7 @@ def modality_banned(layout: VocabLayout, vocab_padded: int, keep: str | None, ba
                     allow: Sequence[int] = ()) -> np.ndarray | None:
   """bool [vocab_padded]: ids banned when only `keep` ('speech' | 'text' | None) may be predicted.
 
-  SPEC §6: speech keeps the unit ids only (all text ids and both markers banned); text bans the unit ids (and
+  docs/reference.md §6: speech keeps the unit ids only (all text ids and both markers banned); text bans the unit ids (and
   the markers too when `ban_markers`, as generation wants). `allow` un-bans ids (an EOS that should stop).
   """
   if keep is None:
@@ -188,6 +188,6 @@ class Scorer:
 
 
 def pair_outcomes(correct: np.ndarray, wrong: np.ndarray) -> np.ndarray:
-  """1 where correct > wrong, 0.5 on a tie, 0 otherwise (SPEC §6, the ZeroSpeech convention)."""
+  """1 where correct > wrong, 0.5 on a tie, 0 otherwise (docs/reference.md §6, the ZeroSpeech convention)."""
   correct, wrong = np.asarray(correct, np.float64), np.asarray(wrong, np.float64)
   return (correct > wrong) + 0.5 * (correct == wrong)

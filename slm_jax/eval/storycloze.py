@@ -1,4 +1,4 @@
-"""File layouts of the pair benchmarks (SPEC §6): StoryCloze naming, slamkit pre-paired folders, cross-modal sets.
+"""File layouts of the pair benchmarks (docs/reference.md §6): StoryCloze naming, slamkit pre-paired folders, cross-modal sets.
 
 - named: `<n>_<storyid>_correct` / `<n>_<storyid>_incorrect` (any stem ending in `_correct` / `_incorrect`),
   paired by the stem without its label.

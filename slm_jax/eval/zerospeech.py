@@ -1,6 +1,6 @@
 """ZeroSpeech 2021 sWUGGY (lexical) and sBLIMP (syntactic): gold.csv, pairing, and the official arithmetic.
 
-Follows zerospeech2021's `lexical.py` / `syntactic.py` / `leaderboard.py` (SPEC §6): a pair scores 1 when the
+Follows zerospeech2021's `lexical.py` / `syntactic.py` / `leaderboard.py` (docs/reference.md §6): a pair scores 1 when the
 correct item scores higher, 0.5 on a tie, 0 otherwise; sWUGGY averages a word's pairs over voices (per id),
 then over ids, and reports frequency bands; sBLIMP pairs the i-th correct row with the i-th incorrect row,
 averages over voices per (type, subtype, id), then over those groups, and reports by type.

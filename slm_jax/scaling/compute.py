@@ -1,6 +1,6 @@
 """Compute accounting: parameter counts, FLOPs (6ND and the trainer's detailed count), tokens of a run.
 
-The paper's convention (SPEC §5, §8): C = 6 * N * D, N = all parameters (embeddings included), D = training
+The paper's convention (docs/reference.md §5, §8): C = 6 * N * D, N = all parameters (embeddings included), D = training
 tokens. The detailed per-token count lives in `slm_jax.train.flops` (the one FLOPs count of the project) and is
 only imported from there.
 """
@@ -15,7 +15,7 @@ from slm_jax.vocab import QWEN2_5_LAYOUT, VocabLayout
 
 
 def default_layout(cfg: ModelConfig) -> VocabLayout:
-  """SPEC §2 layout of a base model: Qwen2.5's tokenizer (151665) is shorter than its embedding matrix."""
+  """docs/reference.md §2 layout of a base model: Qwen2.5's tokenizer (151665) is shorter than its embedding matrix."""
   if cfg.arch == "qwen2" and cfg.vocab_size >= QWEN2_5_LAYOUT.base_size:
     return QWEN2_5_LAYOUT
   return VocabLayout(base_size=cfg.vocab_size)
@@ -35,7 +35,7 @@ def param_counts(cfg: ModelConfig) -> dict:
 
 
 def preset_param_table(names: Iterable[str] | None = None, extend_vocab: bool = False) -> dict[str, dict]:
-  """`param_counts` of every preset (or the named ones); `extend_vocab` counts the interleaved model (SPEC §2)."""
+  """`param_counts` of every preset (or the named ones); `extend_vocab` counts the interleaved model (docs/reference.md §2)."""
   out = {}
   for name in names if names is not None else sorted(PRESETS):
     if name not in PRESETS:

@@ -1,4 +1,4 @@
-"""Chinchilla-style scaling-law fits (SPEC §8): L(N, D) = E + A / N^alpha + B / D^beta.
+"""Chinchilla-style scaling-law fits (docs/reference.md §8): L(N, D) = E + A / N^alpha + B / D^beta.
 
 Hoffmann et al. 2022 approach 3 as re-done by Besiroglu et al. 2024: minimise the sum over runs of
 Huber_delta(LSE(a - alpha log N, b - beta log D, e) - log L) with delta = 1e-3, A = e^a, B = e^b, E = e^e;
@@ -49,7 +49,7 @@ class Law:
     return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
 
   def compute_optimal(self, flops):
-    """(N_opt, D_opt) minimising L under 6 N D = flops (SPEC §8)."""
+    """(N_opt, D_opt) minimising L under 6 N D = flops (docs/reference.md §8)."""
     c6 = np.asarray(flops, np.float64) / 6.0
     return self.G * c6 ** self.n_opt_exponent, c6 ** self.d_opt_exponent / self.G
 
@@ -67,7 +67,7 @@ class Law:
       return cls(E=float(np.exp(e)), A=float(np.exp(a)), B=float(np.exp(b)), alpha=alpha, beta=beta)
 
 
-# Textless SLMs, Cuervo & Marxer 2024 (SPEC §7), and their metric-vs-compute exponents.
+# Textless SLMs, Cuervo & Marxer 2024 (docs/reference.md §7), and their metric-vs-compute exponents.
 TEXTLESS = Law(E=1.73, A=13.9, B=39.8, alpha=0.25, beta=0.24)
 TEXTLESS_METRIC_EXPONENTS = {"sblimp": 0.021, "tsc": 0.025, "ssc": 0.017}
 
@@ -213,7 +213,7 @@ def _check_arrays(n, d, l):
 
 def fit_law(n, d, l, delta: float = HUBER_DELTA, grid: dict | np.ndarray | None = None, polish: int = 5,
             max_iter: int = 300) -> FitResult:
-  """The SPEC §8 fit of losses `l` of runs with `n` parameters trained on `d` tokens."""
+  """The docs/reference.md §8 fit of losses `l` of runs with `n` parameters trained on `d` tokens."""
   n, d, l = _check_arrays(n, d, l)
   log_n, log_d, log_l = np.log(n), np.log(d), np.log(l)
   starts = grid if isinstance(grid, np.ndarray) else initial_grid(grid)

@@ -1,5 +1,5 @@
 """PNG plots of a scaling study (matplotlib, Agg backend): loss and isoFLOP curves, the compute-optimal frontier
-against the textless law of SPEC §7, and metrics against compute."""
+against the textless law of docs/reference.md §7, and metrics against compute."""
 from __future__ import annotations
 
 import os
@@ -86,7 +86,7 @@ def frontier_vs_textless(runs: Runs, law: fit.Law, laws: list[fit.Law], path: st
 
 
 def metrics_vs_compute(runs: Runs, trends: dict, path: str) -> bool:
-  """One panel per metric: runs, frontier, fitted power law, and the textless exponent (SPEC §7) for slope.
+  """One panel per metric: runs, frontier, fitted power law, and the textless exponent (docs/reference.md §7) for slope.
   Returns False (and writes nothing) when the table has no metric columns."""
   names = [m for m in runs.metrics if np.isfinite(runs.metrics[m]).any()]
   if not names:

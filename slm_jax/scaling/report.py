@@ -1,5 +1,5 @@
 """Everything `tools/fit_scaling.py` reports: the law, its bootstrap intervals, the compute-optimal allocation, the
-metric power laws on the frontier and the textless law of SPEC §7, as one JSON-able dict (fit.json)."""
+metric power laws on the frontier and the textless law of docs/reference.md §7, as one JSON-able dict (fit.json)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import numpy as np
 from slm_jax.scaling import fit
 from slm_jax.scaling.table import MIN_DISTINCT, Runs, check_fittable, lower_is_better
 
-SIMS_BUDGETS = (2e20, 6.86e20)  # SPEC §7: the 2e20 comparison and SIMS-7B's compute
+SIMS_BUDGETS = (2e20, 6.86e20)  # docs/reference.md §7: the 2e20 comparison and SIMS-7B's compute
 
 
 def default_budgets(runs: Runs) -> list[float]:
@@ -91,7 +91,7 @@ def analyze(runs: Runs, budgets=None, bootstrap: int = 100, seed: int = 0, confi
   out["runs_csv"] = os.path.abspath(runs.path)
   out["metrics"] = metric_trends(runs)
   out["textless"] = _law_entry(fit.TEXTLESS, budgets)
-  out["textless"]["source"] = "Cuervo & Marxer 2024 (SPEC §7); losses are on another vocabulary"
+  out["textless"]["source"] = "Cuervo & Marxer 2024 (docs/reference.md §7); losses are on another vocabulary"
   return out, best, laws
 
 

@@ -9,7 +9,7 @@ import ml_collections
 
 from slm_jax.data.pipeline import SIMS_MIX_WEIGHTS
 
-# SIMS per-document mixing (SPEC §3): equal token counts from the three kinds
+# SIMS per-document mixing (docs/reference.md §3): equal token counts from the three kinds
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -56,7 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.precision = "bf16"          # bf16 (slamkit: bf16 weights + AdamW state) | mixed (fp32 master) | fp32
   c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
 
-  # SPEC §5 optimisation
+  # docs/reference.md §5 optimisation
   c.optim = ml_collections.ConfigDict(dict(
       lr=5e-4, min_lr=5e-5, warmup_frac=0.01, warmup_min_steps=0, b1=0.9, b2=0.999, eps=1e-8,
       weight_decay=0.0, clip_norm=0.5))

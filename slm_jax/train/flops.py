@@ -4,7 +4,7 @@
 q/k/v/o and MLP projections, the output head over the logical vocabulary, and attention scores and
 values with the causal half counted (each query attends on average to half the sequence). Embedding
 lookups, norms, rope and softmax are not counted, as is usual for MFU. Remat recomputation is not counted
-either (MFU counts useful work). `flops_per_token_6n` is the paper's C = 6 N D convention (SPEC §5).
+either (MFU counts useful work). `flops_per_token_6n` is the paper's C = 6 N D convention (docs/reference.md §5).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def flops_per_token(cfg: ModelConfig, seq_len: int, training: bool = True) -> fl
 
 
 def flops_per_token_6n(cfg: ModelConfig) -> float:
-  """SPEC §5 convention: 6 N with N = all parameters, embeddings included."""
+  """docs/reference.md §5 convention: 6 N with N = all parameters, embeddings included."""
   return 6.0 * cfg.num_params(embeddings=True)
 
 

@@ -1,4 +1,4 @@
-"""Token log-probabilities and the SIMS loss (SPEC §5), in fp32, chunked over the sequence.
+"""Token log-probabilities and the SIMS loss (docs/reference.md §5), in fp32, chunked over the sequence.
 
 The one place where logits meet targets: training, validation and evaluation scoring all call
 `token_logprobs`, which never materialises [batch, length, vocab] fp32 logits at once.
@@ -16,7 +16,7 @@ def token_logprobs(model, hidden: jax.Array, targets: jax.Array, banned: jax.Arr
                    chunk_size: int = 512) -> jax.Array:
   """log p(targets) [B, T] in fp32 from final hidden states [B, T, D].
 
-  banned: optional bool [V_padded] of ids whose logits are set to -inf before the softmax (SPEC §6 modality
+  banned: optional bool [V_padded] of ids whose logits are set to -inf before the softmax (docs/reference.md §6 modality
   masking). The head is applied to `chunk_size` positions at a time under `jax.checkpoint`, so the backward pass
   also only holds one chunk of logits.
   """
@@ -47,7 +47,7 @@ def kind_nll_sums(logprobs: jax.Array, loss_mask: jax.Array, kind: jax.Array,
                   num_kinds: int = 3) -> tuple[jax.Array, jax.Array]:
   """(sum of -logprob [num_kinds], label count [num_kinds]) split by the kind of the target token.
 
-  Sums, not means, so that micro-batches and hosts add up before the one division of SPEC §5.
+  Sums, not means, so that micro-batches and hosts add up before the one division of docs/reference.md §5.
   """
   m = loss_mask.astype(jnp.float32)
   onehot = (kind.astype(jnp.int32)[..., None] == jnp.arange(num_kinds)).astype(jnp.float32) * m[..., None]

@@ -1,4 +1,4 @@
-"""AdamW with global-norm clipping and warmup + cosine decay to a minimum (SPEC §5), and precision modes."""
+"""AdamW with global-norm clipping and warmup + cosine decay to a minimum (docs/reference.md §5), and precision modes."""
 from __future__ import annotations
 
 import math

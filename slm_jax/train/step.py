@@ -1,4 +1,4 @@
-"""The SIMS train step (SPEC §5) as a pure function of (params, opt_state, batch), and its sharded jit.
+"""The SIMS train step (docs/reference.md §5) as a pure function of (params, opt_state, batch), and its sharded jit.
 
 The NNX model is split once; `params` is its pure dict (the Orbax PARAMS item). The loss is the sum of
 -log p over every unmasked label of the global batch divided once by their count, also across gradient

@@ -1,4 +1,4 @@
-"""Audio in (SPEC §1): mono (mean of channels), 16 kHz, float in [-1, 1], no normalisation; frame arithmetic."""
+"""Audio in (docs/reference.md §1): mono (mean of channels), 16 kHz, float in [-1, 1], no normalisation; frame arithmetic."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""Deduplication (SPEC §1): runs of equal frame units -> (units, durations in frames)."""
+"""Deduplication (docs/reference.md §1): runs of equal frame units -> (units, durations in frames)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Audio folder -> deduplicated units in slamkit features JSONL (SPEC §1, §3).
+"""Audio folder -> deduplicated units in slamkit features JSONL (docs/reference.md §1, §3).
 
 Pipeline: find files, read their lengths from the headers, sort longest first (slamkit's order), group into
 batches, decode the next batches with librosa in background threads while the encoder runs, assign k-means

@@ -1,4 +1,4 @@
-"""k-means quantisation (SPEC §1): centroids from `.npy` (or, explicitly trusted, TWIST's joblib pickle),
+"""k-means quantisation (docs/reference.md §1): centroids from `.npy` (or, explicitly trusted, TWIST's joblib pickle),
 nearest-centroid assignment in JAX, and a small deterministic k-means fit for the stand-in encoder."""
 from __future__ import annotations
 
