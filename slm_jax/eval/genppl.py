@@ -8,13 +8,14 @@ the same text's n-gram list.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import re
 from typing import Callable, Sequence
 
 import numpy as np
+
+from slm_jax.jsonl import iter_records
 
 _WORD_RE = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
 
@@ -41,24 +42,16 @@ def read_transcripts(path: str) -> list[tuple[str, str]]:
   """[(name, text)] from JSONL (`text` or `transcript`, with `file_name`) or plain text (one per line)."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f"transcripts file {path} does not exist")
-  out = []
   with open(path, encoding="utf-8") as f:
     lines = f.read().splitlines()
-  as_json = path.endswith(".jsonl") or (lines and lines[0].lstrip().startswith("{"))
-  for n, line in enumerate(lines, start=1):
-    if as_json:
-      if not line.strip():
-        continue
-      try:
-        rec = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path} line {n}: not JSON ({e})") from None
-      text = rec.get("text", rec.get("transcript"))
-      if text is None:
-        raise ValueError(f"{path} line {n}: no field 'text' (or 'transcript')")
-      out.append((str(rec.get("file_name", n)), str(text)))
-    else:
-      out.append((str(n), line))
+  if not (path.endswith(".jsonl") or (lines and lines[0].lstrip().startswith("{"))):
+    return [(str(n), line) for n, line in enumerate(lines, start=1)]
+  out = []
+  for n, rec in iter_records(path, what="transcripts file"):
+    text = rec.get("text", rec.get("transcript"))
+    if text is None:
+      raise ValueError(f"{path} line {n}: no field 'text' (or 'transcript')")
+    out.append((str(rec.get("file_name", n)), str(text)))
   return out
 
 
@@ -146,8 +139,7 @@ def genppl_pipeline(out_dir: str, judge: str, *, ckpt: str | None = None, data_d
         stages["generate"] = {"ckpt": ckpt, "prompts": len(prompts), "prompt_seconds": prompt_seconds,
                               "sampling": dataclasses.asdict(sampling), "seed": seed, **stats}
       else:
-        with open(continuations, encoding="utf-8") as f:
-          records = [json.loads(ln) for ln in f if ln.strip()]
+        records = [rec for _, rec in iter_records(continuations, what="continuations file")]
         stages["continuations"] = os.path.abspath(continuations)
       if not vocoder:
         raise ValueError("vocoding continuations needs --vocoder (a converted unit vocoder folder)")

@@ -7,11 +7,12 @@ would most likely give).
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Sequence
 
 import numpy as np
+
+from slm_jax.jsonl import iter_records
 
 
 class UnitsMissing(KeyError):
@@ -42,32 +43,23 @@ class UnitsFile:
   kind = "units_file"
 
   def __init__(self, path: str):
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"units file {path} does not exist")
     self.path = path
     self._units: dict[str, np.ndarray] = {}
     lines: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-      for n, line in enumerate(f, start=1):
-        if not line.strip():
-          continue
-        try:
-          rec = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise UnitsFileError(f"{path} line {n}: not JSON ({e})") from None
-        for key in ("units", "file_name"):
-          if key not in rec:
-            raise UnitsFileError(f"{path} line {n}: no field {key!r} (slamkit features records have "
-                                 "units, duration, file_name)")
-        s = _stem(rec["file_name"])
-        if s in lines:
-          raise UnitsFileError(f"{path} line {n}: stem {s!r} (file_name {rec['file_name']!r}) already on line "
-                               f"{lines[s]}; stems must be unique")
-        lines[s] = n
-        units = np.asarray(rec["units"], np.int64)
-        if units.ndim != 1:
-          raise UnitsFileError(f"{path} line {n}: field 'units' is not a flat list")
-        self._units[s] = units
+    for n, rec in iter_records(path, UnitsFileError, what="units file"):
+      for key in ("units", "file_name"):
+        if key not in rec:
+          raise UnitsFileError(f"{path} line {n}: no field {key!r} (slamkit features records have "
+                               "units, duration, file_name)")
+      s = _stem(rec["file_name"])
+      if s in lines:
+        raise UnitsFileError(f"{path} line {n}: stem {s!r} (file_name {rec['file_name']!r}) already on line "
+                             f"{lines[s]}; stems must be unique")
+      lines[s] = n
+      units = np.asarray(rec["units"], np.int64)
+      if units.ndim != 1:
+        raise UnitsFileError(f"{path} line {n}: field 'units' is not a flat list")
+      self._units[s] = units
 
   def __contains__(self, stem: str) -> bool:
     return stem in self._units

@@ -1,12 +1,12 @@
 """slamkit features JSONL -> vocoder input: `units` (deduplicated) with `duration`, or `audio_repr` ("<Un3><Un49>...")."""
 from __future__ import annotations
 
-import json
 import os
 import re
 
 import numpy as np
 
+from slm_jax.jsonl import iter_records
 from slm_jax.vocoder.synth import Vocoder, write_wav
 
 _UNIT_RE = re.compile(r"<Un(\d+)>")
@@ -33,22 +33,13 @@ def parse_record(rec: dict, where: str) -> tuple[np.ndarray, np.ndarray | None]:
 
 def read_units_jsonl(path: str) -> list[dict]:
   """[{name, units, duration}] from a slamkit features JSONL; `name` is the stem of `file_name`."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"units file {path} does not exist")
   out = []
-  with open(path, encoding="utf-8") as f:
-    for n, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        rec = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path} line {n}: not JSON ({e})") from None
-      units, dur = parse_record(rec, f"{path} line {n}")
-      if units.size == 0:
-        raise ValueError(f"{path} line {n}: no units")
-      name = os.path.splitext(os.path.basename(str(rec.get("file_name", n))))[0]
-      out.append({"name": name, "units": units, "duration": dur})
+  for n, rec in iter_records(path, what="units file"):
+    units, dur = parse_record(rec, f"{path} line {n}")
+    if units.size == 0:
+      raise ValueError(f"{path} line {n}: no units")
+    name = os.path.splitext(os.path.basename(str(rec.get("file_name", n))))[0]
+    out.append({"name": name, "units": units, "duration": dur})
   return out
 
 
