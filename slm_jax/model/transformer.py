@@ -68,7 +68,11 @@ class Linear(nnx.Module):
     self.dtype = _dtype(cfg.dtype)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    # as one [rows, in] @ [in, out] matmul: XLA:CPU runs the kernel gradient of a dot that contracts two dims
+    # (batch, time) about 3x slower than the same 2-D matmul (tools/bench_dpo.py); elsewhere it is the same program
+    lead = x.shape[:-1]
+    y = jnp.dot(x.reshape(-1, x.shape[-1]).astype(self.dtype), self.kernel[...].astype(self.dtype))
+    y = y.reshape(*lead, y.shape[-1])
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
     return y
