@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from slm_jax.sharding import constrain
 from slm_jax.train.loss import kind_nll_sums, token_logprobs
-from slm_jax.train.step import BATCH_KEYS, batch_sharding, global_norm
+from slm_jax.train.step import BATCH_KEYS, batch_sharding, global_norm, jit_eval_step, jit_train_step
 
 LOSS_TYPES = ("sigmoid", "ipo")
 DPO_KEYS = BATCH_KEYS + ("ref_logps",)
@@ -196,29 +196,12 @@ def _batch_shardings(mesh: Mesh, keys) -> dict:
 
 
 def jit_dpo_step(step_fn, mesh: Mesh, param_shardings, opt_shardings):
-  """jax.jit of a DPO step with explicit shardings (params and optimizer state donated); run(params, opt_state,
-  batch, step) like `step.jit_train_step`, the batch with `ref_logps`."""
-  rep = NamedSharding(mesh, P())
-  jitted = jax.jit(step_fn, in_shardings=(param_shardings, opt_shardings, _batch_shardings(mesh, DPO_KEYS), rep),
-                   out_shardings=(param_shardings, opt_shardings, rep), donate_argnums=(0, 1))
-
-  def run(params, opt_state, batch, step_no):
-    with jax.set_mesh(mesh):
-      return jitted(params, opt_state, {k: batch[k] for k in DPO_KEYS}, jnp.asarray(step_no, jnp.int32))
-
-  run.jitted = jitted
-  return run
+  """`step.jit_train_step` of a DPO step: the batch with `ref_logps` (one value per row)."""
+  return jit_train_step(step_fn, mesh, param_shardings, opt_shardings, _batch_shardings(mesh, DPO_KEYS))
 
 
 def jit_dpo_eval(eval_fn, mesh: Mesh, param_shardings):
-  rep = NamedSharding(mesh, P())
-  jitted = jax.jit(eval_fn, in_shardings=(param_shardings, _batch_shardings(mesh, DPO_KEYS)), out_shardings=rep)
-
-  def run(params, batch):
-    with jax.set_mesh(mesh):
-      return jitted(params, {k: batch[k] for k in DPO_KEYS})
-
-  return run
+  return jit_eval_step(eval_fn, mesh, param_shardings, _batch_shardings(mesh, DPO_KEYS))
 
 
 def jit_ref_logps(ref_fn, mesh: Mesh, param_shardings):

@@ -158,29 +158,28 @@ def compile_opt_init(tx, abstract_params, param_shardings, mesh: Mesh):
   return jax.jit(tx.init, in_shardings=(param_shardings,), out_shardings=out), out
 
 
-def jit_train_step(step_fn, mesh: Mesh, param_shardings, opt_shardings):
-  """jax.jit with explicit in/out shardings; params and optimizer state are donated."""
-  bs = batch_sharding(mesh)
+def jit_train_step(step_fn, mesh: Mesh, param_shardings, opt_shardings, batch_shardings: dict | None = None):
+  """jax.jit with explicit in/out shardings; params and optimizer state are donated. `batch_shardings` (by key)
+  defaults to the training batch's keys, rows sharded like `batch_sharding`."""
+  batch_sh = batch_shardings or {k: batch_sharding(mesh) for k in BATCH_KEYS}
   rep = NamedSharding(mesh, P())
-  batch_sh = {k: bs for k in BATCH_KEYS}
   jitted = jax.jit(step_fn, in_shardings=(param_shardings, opt_shardings, batch_sh, rep),
                    out_shardings=(param_shardings, opt_shardings, rep), donate_argnums=(0, 1))
 
   def run(params, opt_state, batch, step_no):
     with jax.set_mesh(mesh):
-      return jitted(params, opt_state, {k: batch[k] for k in BATCH_KEYS}, jnp.asarray(step_no, jnp.int32))
+      return jitted(params, opt_state, {k: batch[k] for k in batch_sh}, jnp.asarray(step_no, jnp.int32))
 
   run.jitted = jitted
   return run
 
 
-def jit_eval_step(eval_fn, mesh: Mesh, param_shardings):
-  bs = batch_sharding(mesh)
-  rep = NamedSharding(mesh, P())
-  jitted = jax.jit(eval_fn, in_shardings=(param_shardings, {k: bs for k in BATCH_KEYS}), out_shardings=rep)
+def jit_eval_step(eval_fn, mesh: Mesh, param_shardings, batch_shardings: dict | None = None):
+  batch_sh = batch_shardings or {k: batch_sharding(mesh) for k in BATCH_KEYS}
+  jitted = jax.jit(eval_fn, in_shardings=(param_shardings, batch_sh), out_shardings=NamedSharding(mesh, P()))
 
   def run(params, batch):
     with jax.set_mesh(mesh):
-      return jitted(params, {k: batch[k] for k in BATCH_KEYS})
+      return jitted(params, {k: batch[k] for k in batch_sh})
 
   return run
