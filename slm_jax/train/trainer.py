@@ -439,7 +439,7 @@ def train(config, workdir: str) -> dict:
     writer = MetricsWriter(workdir, enabled=jax.process_index() == 0, tensorboard=config.tensorboard,
                            resume_step=state.step)
     _write_run_info(s, start, writer)
-    fpt = flops_lib.flops_per_token(start.cfg, config.seq_len)
+    fpt = flops_lib.step_flops_per_token(config, start.cfg)  # DPO: + the reference forward
     peak, _ = flops_lib.device_peak(s.dtype)
     chrono = Chrono(config.global_batch_size * config.seq_len, s.step_limit, config.token_budget, fpt,
                     s.mesh.size, peak)
@@ -465,10 +465,11 @@ def _write_run_info(s: Setup, start: Start, writer: MetricsWriter) -> None:
     writer.write_config(config.to_json_best_effort(indent=2))
   write_shardings(s.workdir, start.prog)
   cfg = start.cfg
-  fpt = flops_lib.flops_per_token(cfg, config.seq_len)
+  fpt = flops_lib.step_flops_per_token(config, cfg)
   peak, peak_src = flops_lib.device_peak(s.dtype)
-  _log("model %s: %.3gB params (%.3gB non-embedding), %.4g training FLOPs/token at length %d; peak %s: %s",
-       cfg.arch, cfg.num_params() / 1e9, cfg.num_params(False) / 1e9, fpt, config.seq_len,
+  ref = " (+ the DPO reference forward)" if fpt != flops_lib.flops_per_token(cfg, config.seq_len) else ""
+  _log("model %s: %.3gB params (%.3gB non-embedding), %.4g training FLOPs/token%s at length %d; peak %s: %s",
+       cfg.arch, cfg.num_params() / 1e9, cfg.num_params(False) / 1e9, fpt, ref, config.seq_len,
        "unknown" if peak is None else f"{peak / 1e12:.1f} TFLOP/s/device", peak_src)
   _log("steps: limit %s, schedule %d, token budget %s, %d label slots per step",
        s.step_limit or "-", s.schedule_steps, config.token_budget or "-", config.global_batch_size * config.seq_len)
