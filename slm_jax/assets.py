@@ -314,5 +314,6 @@ def whisper_base_ct2_dir() -> str:
     shutil.rmtree(stage, ignore_errors=True)
   return out
 
-# names accepted by `resolve` (e.g. config.vocab.tokenizer = "asset:llama3")
-NAMED = {"llama3": llama3_tokenizer_dir, "qwen2.5-coder-0.5b": qwen2_5_coder_hf_dir}
+# names accepted by `resolve` (e.g. config.vocab.tokenizer = "asset:llama3", convert_hf_to_orbax --hf_dir=asset:smollm2)
+NAMED = {"llama3": llama3_tokenizer_dir, "qwen2.5-coder-0.5b": qwen2_5_coder_hf_dir, "smollm2": smollm2_hf_dir,
+         "librivox": pocketsphinx_librivox, "whisper-base": whisper_base_ct2_dir}

@@ -7,13 +7,14 @@ import sys
 
 from absl import app, flags
 
-from slm_jax import console
+from slm_jax import assets, console
 from slm_jax.checkpoint.host_memory import limit_malloc_arenas
 from slm_jax.checkpoint.hf_to_orbax import DTYPES, convert_hf_to_orbax
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("hf_dir", None, "HF folder: config.json + model.safetensors (or a sharded index); "
-                    "a slamkit checkpoint folder is accepted too.", required=True)
+                    "a slamkit checkpoint folder is accepted too; asset:NAME is a pinned one (slm_jax/assets.py, "
+                    "e.g. asset:smollm2).", required=True)
 flags.DEFINE_string("out_dir", None, "Orbax checkpoint folder to create.", required=True)
 flags.DEFINE_integer("add_speech_units", 500, "Unit tokens <Un0>..<Un{n-1}> (plus <speech>, <text>) to add; 0 adds "
                      "none. A slamkit checkpoint needs its own count (500).")
@@ -29,8 +30,9 @@ def main(argv):
   console.setup()  # absl / Orbax / JAX INFO hidden unless --verbosity is given
   limit_malloc_arenas()
   try:
-    convert_hf_to_orbax(FLAGS.hf_dir, FLAGS.out_dir, num_units=FLAGS.add_speech_units, dtype=FLAGS.dtype,
-                        tokenizer_dir=FLAGS.tokenizer_dir, seed=FLAGS.seed, overwrite=FLAGS.overwrite)
+    tokenizer_dir = assets.resolve(FLAGS.tokenizer_dir) if FLAGS.tokenizer_dir else None
+    convert_hf_to_orbax(assets.resolve(FLAGS.hf_dir), FLAGS.out_dir, num_units=FLAGS.add_speech_units,
+                        dtype=FLAGS.dtype, tokenizer_dir=tokenizer_dir, seed=FLAGS.seed, overwrite=FLAGS.overwrite)
   except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(2)

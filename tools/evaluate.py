@@ -15,12 +15,13 @@ import sys
 
 from absl import app, flags
 
-from slm_jax import console
+from slm_jax import assets, console
 from slm_jax.eval import run
 from slm_jax.eval.benchmarks import BENCHMARKS
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("ckpt", None, "Orbax checkpoint folder or HF folder (for genppl: the judge LM).", required=True)
+flags.DEFINE_string("ckpt", None, "Orbax checkpoint folder or HF folder (for genppl: the judge LM); asset:NAME is a "
+                    "pinned one (slm_jax/assets.py, e.g. asset:smollm2), here and in --judge / --asr.", required=True)
 flags.DEFINE_integer("step", None, "Orbax step (default: latest).")
 flags.DEFINE_enum("benchmark", None, list(BENCHMARKS) + ["genppl"], "What to evaluate.", required=True)
 flags.DEFINE_string("data_dir", None, "Benchmark folder (gold.csv folder, StoryCloze folder, speaker folders, ...).")
@@ -71,15 +72,18 @@ def main(argv):
   out = FLAGS.out or f"eval_{FLAGS.benchmark}.json"
   print(f"{FLAGS.benchmark}: loading {FLAGS.ckpt}", flush=True)
   try:
-    if FLAGS.benchmark == "genppl" and FLAGS.judge:
+    ckpt = assets.resolve(FLAGS.ckpt)  # asset:NAME (slm_jax/assets.py, e.g. asset:smollm2) or a folder
+    judge = assets.resolve(FLAGS.judge) if FLAGS.judge else None
+    asr = assets.resolve(FLAGS.asr) if FLAGS.asr else None
+    if FLAGS.benchmark == "genppl" and judge:
       from slm_jax.eval.generate import SamplingConfig
       from slm_jax.eval.genppl import genppl_pipeline
       sc = SamplingConfig(max_new_tokens=FLAGS.max_new_tokens, temperature=FLAGS.temperature, top_k=FLAGS.top_k,
                           repetition_penalty=FLAGS.repetition_penalty)
       res = genppl_pipeline(
-          FLAGS.genppl_dir, FLAGS.judge, ckpt=FLAGS.ckpt, data_dir=FLAGS.data_dir, units=FLAGS.units,
+          FLAGS.genppl_dir, judge, ckpt=ckpt, data_dir=FLAGS.data_dir, units=FLAGS.units,
           continuations=FLAGS.continuations, wav_dir=FLAGS.wav_dir, transcripts=FLAGS.transcripts,
-          vocoder=FLAGS.vocoder, asr_model=FLAGS.asr, num_prompts=FLAGS.num_prompts,
+          vocoder=FLAGS.vocoder, asr_model=asr, num_prompts=FLAGS.num_prompts,
           prompt_seconds=FLAGS.prompt_seconds, sampling=sc, vocode_prompt=FLAGS.vocode_prompt, seed=FLAGS.seed,
           mesh=mesh, dtype=FLAGS.dtype, **scorer_kw)
       run.write_json(out, res)
@@ -87,14 +91,14 @@ def main(argv):
     elif FLAGS.benchmark == "genppl":
       if not FLAGS.transcripts:
         raise ValueError("--benchmark=genppl needs --transcripts (or --judge for the whole pipeline)")
-      res = run.genppl_checkpoint(FLAGS.ckpt, FLAGS.transcripts, mesh=mesh, dtype=FLAGS.dtype, out=out,
+      res = run.genppl_checkpoint(ckpt, FLAGS.transcripts, mesh=mesh, dtype=FLAGS.dtype, out=out,
                                   **scorer_kw)
       summary = {k: res[k] for k in ("genppl", "mean_nll", "auto_bleu_2", "num_samples", "num_empty") if k in res}
     else:
       if not FLAGS.data_dir:
         raise ValueError(f"--benchmark={FLAGS.benchmark} needs --data_dir")
       res = run.evaluate_checkpoint(
-          FLAGS.ckpt, FLAGS.benchmark, FLAGS.data_dir, step=FLAGS.step, dtype=FLAGS.dtype, mesh=mesh,
+          ckpt, FLAGS.benchmark, FLAGS.data_dir, step=FLAGS.step, dtype=FLAGS.dtype, mesh=mesh,
           units=FLAGS.units, encoder=FLAGS.encoder, kmeans=FLAGS.kmeans, trust_pickle=FLAGS.trust_pickle,
           layer=FLAGS.layer,
           out=out, split=FLAGS.split, layout=FLAGS.layout, reduce=FLAGS.reduce,

@@ -11,9 +11,10 @@ import sys
 
 from absl import app, flags
 
-from slm_jax import console
+from slm_jax import assets, console
 
-_AUDIO = flags.DEFINE_string("audio_dir", None, "Folder searched recursively for audio.")
+_AUDIO = flags.DEFINE_string("audio_dir", None, "Folder searched recursively for audio (asset:librivox: 5 pinned "
+                             "LibriVox wavs, slm_jax/assets.py).")
 _EXT = flags.DEFINE_string("ext", "flac", "Audio extension(s), comma-separated (flac,wav,...).")
 _OUT = flags.DEFINE_string("out", None, "Output features JSONL (appended to; done files skipped).")
 _ENCODER = flags.DEFINE_string("encoder", "mfcc", "HF HubertModel folder (e.g. slprl/mhubert-base-25hz "
@@ -58,7 +59,8 @@ def main(argv):
   if _DIST.value:
     jax.distributed.initialize()
   cfg = extract.RunConfig(
-      audio_dir=_AUDIO.value, out=_OUT.value, ext=_EXT.value, encoder=_ENCODER.value, layer=_LAYER.value,
+      audio_dir=assets.resolve(_AUDIO.value), out=_OUT.value, ext=_EXT.value, encoder=_ENCODER.value,
+      layer=_LAYER.value,
       kmeans=_KMEANS.value, fit_kmeans=_FIT.value, fit_max_frames=_FIT_FRAMES.value,
       trust_pickled_kmeans=_TRUST.value, batch_size=_BATCH.value, max_batch_seconds=_MAX_SEC.value,
       slamkit_padding=_SLAMKIT.value, dtype=_DTYPE.value, strict=_STRICT.value, seed=_SEED.value,
