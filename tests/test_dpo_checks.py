@@ -50,3 +50,80 @@ def test_step_flops_count_the_reference_forward_only_when_it_runs():
   rep = chrono.report(17, 0, 0)
   assert rep["tokens_per_s"] == 16 * 8 * 48 / 2.0
   assert rep["mfu"] == pytest.approx(16 * 8 * 48 / 2.0 * 4 * fwd / 1e9, rel=1e-12)
+
+
+# ---------------------------------------------------------------- config validation (objective='dpo')
+
+def _problems(devices=1, workdir=None, process_count=1, **over):
+  from slm_jax.train import validate
+  return validate.problems(_tiny(**over), workdir, device_count=devices, process_count=process_count)
+
+
+def _one(got, *needles):
+  """The single problem that contains every needle."""
+  hits = [p for p in got if all(n in p for n in needles)]
+  assert len(hits) == 1, (needles, got)
+  return hits[0]
+
+
+@pytest.mark.parametrize("over,needles", [
+    ({"data.kind": "synthetic"}, ("config.data.kind='synthetic'", "preference pairs")),
+    ({"data.sources.preference": ""}, ("config.data.sources.preference: empty",)),
+    ({"global_batch_size": 7}, ("config.global_batch_size=7", "must be even")),
+    ({"global_batch_size": 12, "micro_batches": 4}, ("6 pairs", "micro_batches=4")),
+    ({"dpo.beta": 0.0}, ("config.dpo.beta=0.0", "positive")),
+    ({"dpo.beta": -0.1}, ("config.dpo.beta=-0.1", "positive")),
+    ({"dpo.loss_type": "hinge"}, ("config.dpo.loss_type='hinge'", "sigmoid, ipo")),
+    ({"dpo.label_smoothing": 0.5}, ("config.dpo.label_smoothing=0.5", "[0, 0.5)")),
+    ({"dpo.label_smoothing": -0.1}, ("config.dpo.label_smoothing=-0.1", "[0, 0.5)")),
+    ({"dpo.loss_type": "ipo", "dpo.label_smoothing": 0.1}, ("label_smoothing=0.1", "sigmoid loss only")),
+    ({"dpo.reference": "disk"}, ("config.dpo.reference='disk'", "model, precomputed")),
+    ({"dpo.max_prompt_len": 48}, ("config.dpo.max_prompt_len=48", "below config.seq_len=48")),
+    ({"dpo.max_prompt_len": -1}, ("config.dpo.max_prompt_len=-1", ">= 0")),
+    ({"data.sources.preference": "/nonexistent/pref"}, ("'/nonexistent/pref'", "no such folder")),
+    ({"data.sources.preference": os.path.join(ROOT, "data", "demo", "prepared", "text")},
+     ("not preference pairs",)),
+])
+def test_each_dpo_rule_names_its_field(over, needles):
+  assert _problems() == []  # the tiny DPO config itself is valid
+  _one(_problems(**over), *needles)
+
+
+def test_dpo_rules_that_need_processes_a_run_or_another_objective(tmp_path):
+  _one(_problems(devices=4, process_count=4, global_batch_size=12), "6 pairs", "4 processes")
+  _one(_problems(objective="lm"), "config.data.kind='preference'", "objective='dpo', not 'lm'")
+  # a resumed run with the reference in memory reloads it from config.init
+  (tmp_path / "checkpoints" / "3").mkdir(parents=True)
+  missing = str(tmp_path / "gone")
+  over = {"init.kind": "orbax", "init.path": missing}
+  _one(_problems(workdir=str(tmp_path), **over), f"config.init.path={missing!r}", "reloads its reference")
+  assert _problems(workdir=str(tmp_path), **over, **{"dpo.reference": "precomputed"}) == []
+  assert f"config.init.path={missing!r}: no such folder" in _problems(**over)  # fresh start: the general rule
+
+
+def test_every_dpo_problem_is_reported_at_once():
+  got = _problems(global_batch_size=7, **{"data.kind": "synthetic", "dpo.beta": 0.0, "dpo.loss_type": "hinge",
+                                         "dpo.label_smoothing": 0.7, "dpo.reference": "disk",
+                                         "dpo.max_prompt_len": 60})
+  for needles in (("data.kind='synthetic'",), ("global_batch_size=7", "even"), ("dpo.beta=0.0",),
+                  ("dpo.loss_type='hinge'",), ("dpo.label_smoothing=0.7",), ("dpo.reference='disk'",),
+                  ("dpo.max_prompt_len=60",)):
+    _one(got, *needles)
+  assert len(got) == 7, got
+
+
+def test_train_tool_exits_2_listing_the_dpo_problems(tmp_path):
+  import subprocess
+  import sys
+  workdir = tmp_path / "run"
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  cmd = [sys.executable, os.path.join(ROOT, "tools", "train.py"), "--config=configs/dpo_demo.py:tiny",
+         f"--workdir={workdir}", "--config.tensorboard=False", "--config.dpo.beta=0", "--config.dpo.loss_type=hinge",
+         "--config.global_batch_size=7"]
+  r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 2, r.stderr[-3000:]
+  assert "Traceback" not in r.stderr and "3 problems" in r.stderr, r.stderr[-3000:]
+  for key in ("dpo.beta=0", "dpo.loss_type='hinge'", "global_batch_size=7"):
+    assert f"config.{key}" in r.stderr
+  assert not workdir.exists()

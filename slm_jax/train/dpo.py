@@ -33,15 +33,27 @@ METRIC_NAMES = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rew
                 "logps/rejected")
 
 
-def check_options(beta: float, loss_type: str, label_smoothing: float) -> None:
+def option_problems(beta, loss_type, label_smoothing) -> list[str]:
+  """Every problem of the loss options (empty when valid); train/validate.py lists them with the config's."""
+  num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)  # noqa: E731
+  out = []
   if loss_type not in LOSS_TYPES:
-    raise ValueError(f"dpo.loss_type={loss_type!r}: expected one of {', '.join(LOSS_TYPES)}")
-  if beta <= 0:
-    raise ValueError(f"dpo.beta={beta} must be positive")
-  if not 0.0 <= label_smoothing < 0.5:
-    raise ValueError(f"dpo.label_smoothing={label_smoothing} must lie in [0, 0.5)")
-  if loss_type == "ipo" and label_smoothing:
-    raise ValueError("dpo.label_smoothing applies to the sigmoid loss only")
+    out.append(f"dpo.loss_type={loss_type!r}: expected one of {', '.join(LOSS_TYPES)}")
+  if not num(beta) or beta <= 0:
+    out.append(f"dpo.beta={beta!r} must be positive")
+  if not num(label_smoothing) or not 0.0 <= label_smoothing < 0.5:
+    out.append(f"dpo.label_smoothing={label_smoothing!r} must lie in [0, 0.5)")
+  elif loss_type != "sigmoid" and label_smoothing:
+    out.append(f"dpo.label_smoothing={label_smoothing!r} applies to the sigmoid loss only "
+               f"(dpo.loss_type={loss_type!r})")
+  return out
+
+
+def check_options(beta: float, loss_type: str, label_smoothing: float) -> None:
+  """Raises ValueError naming every problem of the loss options."""
+  found = option_problems(beta, loss_type, label_smoothing)
+  if found:
+    raise ValueError("; ".join(found))
 
 
 def sequence_logps(graphdef, params, batch: dict, loss_chunk: int = 512) -> tuple[jax.Array, jax.Array]:
@@ -239,17 +251,49 @@ class DPOParts:
     raise ValueError("DPO batch without ref_logps and no reference model bound (config.dpo.reference='model')")
 
 
+REFERENCES = ("model", "precomputed")
+
+
+def config_problems(config, process_count: int = 1) -> list[str]:
+  """Every problem of a config with objective='dpo' that needs no files (train/validate.py adds the paths):
+  preference data, an even global batch whose pairs divide into micro-batches and processes, the loss options
+  (`option_problems`), the reference mode and a prompt shorter than the sequence."""
+  c, d = config, config.dpo
+  out = []
+  if c.data.kind != "preference":
+    out.append(f"config.data.kind={c.data.kind!r}: objective='dpo' trains on preference pairs (set 'preference' "
+               "and config.data.sources.preference)")
+  if not c.data.sources.get("preference", ""):
+    out.append("config.data.sources.preference: empty, but objective='dpo' reads its pairs from there "
+               "(tools/prepare_data.py --kind=preference)")
+  b, n = c.global_batch_size, c.micro_batches
+  if isinstance(b, int) and b >= 1:
+    if b % 2:
+      out.append(f"config.global_batch_size={b}: DPO counts rows, 2 per pair (chosen, rejected): it must be even")
+    elif isinstance(n, int) and n >= 1 and (b // 2) % n:
+      out.append(f"config.global_batch_size={b} holds {b // 2} pairs: they do not divide into micro_batches={n} "
+                 "(a pair's two rows stay in one micro-batch)")
+    elif b % 2 == 0 and (b // 2) % process_count:
+      out.append(f"config.global_batch_size={b} holds {b // 2} pairs: they do not divide over {process_count} "
+                 "processes")
+  out += [f"config.{p}" for p in option_problems(d.beta, d.loss_type, d.label_smoothing)]
+  if d.reference not in REFERENCES:
+    out.append(f"config.dpo.reference={d.reference!r}: expected one of {', '.join(REFERENCES)}")
+  m = d.max_prompt_len
+  if not isinstance(m, int) or isinstance(m, bool) or m < 0:
+    out.append(f"config.dpo.max_prompt_len={m!r}: must be an integer >= 0 (0: seq_len // 2)")
+  elif isinstance(c.seq_len, int) and c.seq_len >= 1 and m >= c.seq_len:
+    out.append(f"config.dpo.max_prompt_len={m} must be below config.seq_len={c.seq_len} (no room for the "
+               "continuation)")
+  return out
+
+
 def build_steps(config, graphdef, tx, lr_fn, mesh: Mesh, param_shardings, opt_shardings):
   """(train_step, eval_step, DPOParts) of `config.objective == 'dpo'` for `program.build_program`."""
   d = config.dpo
-  if config.data.kind != "preference":
-    raise ValueError(f"config.objective='dpo' trains on preference pairs: set config.data.kind='preference' "
-                     f"(got {config.data.kind!r}) and config.data.sources.preference")
-  if config.global_batch_size % 2 or (config.global_batch_size // 2) % config.micro_batches:
-    raise ValueError(f"config.global_batch_size={config.global_batch_size} counts rows (2 per pair): it must be "
-                     f"even and its pairs divide into micro_batches={config.micro_batches}")
-  if d.reference not in ("model", "precomputed"):
-    raise ValueError(f"config.dpo.reference={d.reference!r}: expected 'model' or 'precomputed'")
+  found = config_problems(config)
+  if found:
+    raise ValueError("invalid DPO config: " + "; ".join(found))
   kw = dict(beta=d.beta, loss_type=d.loss_type, label_smoothing=d.label_smoothing, loss_chunk=config.loss_chunk)
   step = jit_dpo_step(make_dpo_step(graphdef, tx, lr_fn, micro_batches=config.micro_batches,
                                     nan_at_step=config.inject_nan_at_step, **kw), mesh, param_shardings, opt_shardings)

@@ -2,8 +2,8 @@
 
 Rules: positive learning rate and sizes (min_lr >= 0), a global batch that divides over the mesh's data x fsdp
 devices, the processes and the micro-batches, seq_len within the model's positions, known names for every
-choice (precision, attention, init, objective, data kind, ...), input paths that exist, and a stop condition
-(step count or token budget) that can be met. Reads only small JSON files (HF config.json, manifests, the
+choice (precision, attention, init, objective, data kind, ...), input paths that exist, a stop condition
+(step count or token budget) that can be met, and for objective='dpo' the rules of `check_dpo`. Reads only small JSON files (HF config.json, manifests, the
 run's own checkpoint metadata); never builds a model or touches an accelerator.
 """
 from __future__ import annotations
@@ -253,12 +253,48 @@ def check_stop(c) -> list[str]:
   return out
 
 
+def check_dpo(c, resuming: bool, process_count: int = 1) -> list[str]:
+  """objective='dpo': `dpo.config_problems` (preference data, pairs per batch, loss options, reference mode,
+  prompt length), the preference folder, and an init to start the policy from, which the in-memory reference
+  reloads on resume (init.kind='random', the seeded model of the tests and the tiny demo, needs none)."""
+  if c.get("objective", "lm") != "dpo":
+    if c.data.kind == "preference":
+      return [f"config.data.kind='preference' holds pairs for objective='dpo', not {c.get('objective', 'lm')!r}"]
+    return []
+  from slm_jax.data import records
+  from slm_jax.train import dpo
+  out = dpo.config_problems(c, process_count)
+  path = c.data.sources.get("preference", "")
+  if path:
+    key = f"config.data.sources.preference={path!r}"
+    if not os.path.isdir(path):
+      out.append(f"{key}: no such folder")
+    else:
+      try:
+        manifest = records.read_manifest(path)
+      except (OSError, ValueError) as e:
+        out.append(f"{key}: {e}")
+      else:
+        if manifest.get("kind") != "preference":
+          out.append(f"{key}: holds {manifest.get('kind')!r} documents, not preference pairs "
+                     "(tools/prepare_data.py --kind=preference)")
+        elif not manifest.get("splits", {}).get("train", {}).get("num_examples", 0):
+          out.append(f"{key}: its train split has no pairs")
+  if c.init.kind in ("hf", "orbax") and resuming and c.dpo.reference == "model":
+    init = os.path.expanduser(c.init.path)
+    if not init or not os.path.isdir(init):
+      out.append(f"config.init.path={c.init.path!r}: no such folder, but a resumed DPO run with "
+                 "dpo.reference='model' reloads its reference from it")
+  return out
+
+
 def problems(config, workdir: str | None = None, device_count: int | None = None,
              process_count: int = 1) -> list[str]:
   """Every problem of `config` (empty when it is valid). device_count None skips what needs it (mesh -1 axes)."""
   resuming = bool(checkpoint_steps(workdir))
   out = check_numbers(config) + check_batch(config, device_count, process_count) + check_choices(config)
   out += check_paths(config, resuming) + check_positions(config, workdir) + check_stop(config)
+  out += check_dpo(config, resuming, process_count)
   return out
 
 
