@@ -13,6 +13,8 @@ import sys
 from absl import flags, logging
 from tqdm import tqdm
 
+from slm_jax import hostmem
+
 _PROGRESS = flags.DEFINE_bool("progress", True, "Progress bars with ETA on stderr for long steps "
                               "(at most one redraw per 30 s when stderr is not a terminal).")
 # INFO noise of libraries, at WARNING whatever --verbosity says (the messages are about backends we do not use)
@@ -27,7 +29,9 @@ class _DropExpected(py_logging.Filter):
 
 
 def setup() -> None:
-  """absl, Orbax and JAX INFO hidden unless --verbosity was given (absl's default under app.run is INFO)."""
+  """absl, Orbax and JAX INFO hidden unless --verbosity was given (absl's default under app.run is INFO); host
+  malloc tuned for XLA:CPU's step buffers (`hostmem.tune_allocator`)."""
+  hostmem.tune_allocator()
   if flags.FLAGS.is_parsed() and not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   for name in _NOISY:  # "Unable to initialize backend 'tpu'" and friends
