@@ -1,9 +1,10 @@
-"""ASR adapter with the real Whisper base weights (CTranslate2, via faster-whisper) on 20 flite sentences in the 4
-flite voices, and WER itself against hand-counted cases.
+"""ASR adapter with the real Whisper base weights (CTranslate2, via faster-whisper) on 20 flite sentences, each in
+all 4 flite voices (80 clips, 652 words), and WER itself against hand-counted cases.
 
-Measured: 9 errors in 163 words (5.5%), int8 and float32 alike; the errors are flite's renderings (slt: "the cat
-sat on the warm mat" -> "the cat's head on the worm that"), not the adapter. The bound is 6%, not the 5% the issue
-asked for; the sentences were written before the first run and not changed after it."""
+Measured (int8, beam 5): 26 errors in 652 words, 4.0%: slt 10, awb 1, rms 3, kal16 12 (e.g. slt "the cat sat on
+the warm mat" -> "the cat's head on the worm that", kal16 "the teacher wrote" -> "the two charge"). The sentences
+were written before the first run and not changed after it. An earlier version of this test read each sentence in
+one voice only (20 clips, 163 words): 9 errors, 5.5%; that sample was too small to hold a 5% bound."""
 import numpy as np
 import pytest
 
@@ -50,10 +51,11 @@ def flite_clips():
   except tts.TTSUnavailable as e:
     pytest.skip(str(e))
   clips = []
-  for i, text in enumerate(SENTENCES):
-    s = fl.synthesize(text, tts.FLITE_VOICES[i % 4])
-    assert s.sample_rate == 16000
-    clips.append(s.audio)
+  for voice in tts.FLITE_VOICES:
+    for text in SENTENCES:
+      s = fl.synthesize(text, voice)
+      assert s.sample_rate == 16000
+      clips.append(s.audio)
   return clips
 
 
@@ -67,7 +69,8 @@ def test_whisper_base_faster_whisper_wer(flite_clips):
   tr = asr.Transcriber(model_dir, batch_size=8)
   assert tr.backend == "faster-whisper"
   hyps = tr(flite_clips)
-  err = asr.wer(SENTENCES, hyps)
-  assert err <= 0.06, list(zip(SENTENCES, hyps))
+  refs = SENTENCES * (len(flite_clips) // len(SENTENCES))
+  err = asr.wer(refs, hyps)
+  assert err <= 0.05, [(r, h) for r, h in zip(refs, hyps) if asr.word_errors(r, h)[0]]
   # batching does not change a clip's transcript
   assert tr(flite_clips[5:6]) == hyps[5:6]
