@@ -250,7 +250,7 @@ def test_auto_attention_is_xla_on_cpu_and_splash_needs_length_multiple_of_128():
     splash_attention(q, k, v, seg)
 
 
-@pytest.mark.parametrize("T", [64, 100, 256])
+@pytest.mark.parametrize("T", [64, 100])
 def test_blocked_causal_xla_attention_equals_full(T):
   """The XLA path computes causal self-attention in query blocks over the keys up to each block's end; values and
   gradients equal the one-block computation (causal and packed masks, T not a multiple of the block)."""
@@ -264,9 +264,9 @@ def test_blocked_causal_xla_attention_equals_full(T):
   for mask, causal_only in ((None, True), (packed, False)):
     blocked = lambda q, k, v: tr.attention(q, k, v, mask, "xla", causal_only, causal=True)  # noqa: B023
     full = lambda q, k, v: tr.attention(q, k, v, mask, "xla", causal_only, causal=False)  # noqa: B023
-    np.testing.assert_allclose(blocked(q, k, v), full(q, k, v), atol=1e-6, rtol=1e-5)
-    loss = lambda f: lambda q, k, v: jnp.sum(jnp.sin(f(q, k, v)))  # noqa: E731
-    for g, ref in zip(jax.grad(loss(blocked), (0, 1, 2))(q, k, v), jax.grad(loss(full), (0, 1, 2))(q, k, v)):
+    np.testing.assert_allclose(jax.jit(blocked)(q, k, v), jax.jit(full)(q, k, v), atol=1e-6, rtol=1e-5)
+    grads = lambda f: jax.jit(jax.grad(lambda q, k, v: jnp.sum(jnp.sin(f(q, k, v))), (0, 1, 2)))  # noqa: E731
+    for g, ref in zip(grads(blocked)(q, k, v), grads(full)(q, k, v)):
       np.testing.assert_allclose(g, ref, atol=1e-5, rtol=1e-4)
 
 

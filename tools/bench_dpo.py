@@ -6,11 +6,17 @@ Model: hidden 256, intermediate 1024, 4 layers, 8 heads, 2 KV heads, q/k/v biase
 beta 0.1. Both sides start from the same weights, so their losses must agree (checked). The last line is one JSON
 object with jax_pairs_per_s, torch_pairs_per_s and ratio.
 
-  PYTHONPATH=. .venv/bin/python tools/bench_dpo.py [--steps=4] [--pairs=8] [--seq_len=256]
+Each side runs in its own process, as a user runs it (ours after `console.setup`, as every tool), and the two
+alternate for --rounds rounds, so that a shared machine's load falls on both; the figures are medians over all
+timed steps of a side.
+
+  PYTHONPATH=. .venv/bin/python tools/bench_dpo.py [--steps=4] [--rounds=3] [--pairs=8] [--seq_len=256]
 """
 import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 from absl import app, flags
@@ -18,6 +24,9 @@ from absl import app, flags
 _STEPS = flags.DEFINE_integer("steps", 4, "Timed steps per side (after 2 untimed ones, the first compiling).")
 _PAIRS = flags.DEFINE_integer("pairs", 8, "Preference pairs per step (two rows each).")
 _SEQ = flags.DEFINE_integer("seq_len", 256, "Row length.")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating rounds (one process per side per round).")
+_SIDE = flags.DEFINE_enum("side", "both", ["both", "jax", "torch"], "both: alternate the two sides in processes of "
+                          "their own; jax / torch: run one side here and print its JSON line (what `both` calls).")
 _BETA = 0.1
 
 
@@ -48,7 +57,7 @@ def _time(fn, steps):
     t = time.perf_counter()
     fn()
     times.append(time.perf_counter() - t)
-  return statistics.median(times)
+  return times
 
 
 def bench_jax(cfg, state_dict, batch, steps):
@@ -112,29 +121,61 @@ def bench_torch(model, batch, steps):
   return _time(one, steps), losses
 
 
+def _torch_model(cfg):
+  import torch
+  import transformers
+  d = {k: v for k, v in cfg.to_hf_dict("float32").items() if k not in ("architectures", "model_type", "dtype")}
+  torch.manual_seed(0)
+  return transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**d))
+
+
+def run_side(side: str) -> dict:
+  import torch
+  cfg = _config()
+  tm = _torch_model(cfg)
+  batch = _batch(_PAIRS.value, _SEQ.value)
+  if side == "jax":
+    from slm_jax import console
+    console.setup()  # what every tool does first
+    times, losses = bench_jax(cfg, tm.state_dict(), batch, _STEPS.value)
+  else:
+    times, losses = bench_torch(tm, batch, _STEPS.value)
+  return {"side": side, "times": times, "losses": losses, "torch_threads": torch.get_num_threads(),
+          "params": sum(p.numel() for p in tm.parameters())}
+
+
 def main(argv):
   del argv
   import numpy as np
-  import torch
-  import transformers
-  cfg = _config()
-  d = {k: v for k, v in cfg.to_hf_dict("float32").items() if k not in ("architectures", "model_type", "dtype")}
-  torch.manual_seed(0)
-  tm = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**d))
-  batch = _batch(_PAIRS.value, _SEQ.value)
-  tokens = batch["input_ids"].size
+  if _SIDE.value != "both":
+    print(json.dumps(run_side(_SIDE.value)), flush=True)
+    return
   load = os.getloadavg()[0]
-  print(f"model: {sum(p.numel() for p in tm.parameters()) / 1e6:.2f}M params, {_PAIRS.value} pairs x 2 rows x "
-        f"{_SEQ.value}, load average {load:.1f} on {os.cpu_count()} cores", flush=True)
-  t_jax, l_jax = bench_jax(cfg, tm.state_dict(), batch, _STEPS.value)
-  print(f"slm_jax: {t_jax * 1e3:.0f} ms per step, {_PAIRS.value / t_jax:.2f} pairs/s, losses {l_jax[:3]}", flush=True)
-  t_torch, l_torch = bench_torch(tm, batch, _STEPS.value)
-  print(f"torch:   {t_torch * 1e3:.0f} ms per step, {_PAIRS.value / t_torch:.2f} pairs/s, losses {l_torch[:3]}",
-        flush=True)
-  np.testing.assert_allclose(l_jax, l_torch, rtol=1e-3)  # the same step on the same weights
-  print(json.dumps({"jax_pairs_per_s": _PAIRS.value / t_jax, "torch_pairs_per_s": _PAIRS.value / t_torch,
-                    "ratio": t_torch / t_jax, "jax_step_s": t_jax, "torch_step_s": t_torch,
-                    "tokens_per_step": int(tokens), "load_average": load, "torch_threads": torch.get_num_threads()}))
+  runs = {"jax": [], "torch": []}
+  for r in range(_ROUNDS.value):
+    for side in ("jax", "torch"):
+      args = [sys.executable, os.path.abspath(__file__), f"--side={side}", f"--steps={_STEPS.value}",
+              f"--pairs={_PAIRS.value}", f"--seq_len={_SEQ.value}"]
+      out = subprocess.run(args, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+      if out.returncode:
+        raise SystemExit(f"{side} side failed:\n{out.stderr[-3000:]}")
+      res = json.loads(out.stdout.strip().splitlines()[-1])
+      runs[side].append(res)
+      print(f"round {r + 1} {side:5s}: " + " ".join(f"{t * 1e3:.0f}" for t in res["times"]) + " ms per step, losses "
+            f"{[round(x, 6) for x in res['losses'][:3]]}", flush=True)
+  for a, b in zip(runs["jax"], runs["torch"]):
+    np.testing.assert_allclose(a["losses"], b["losses"], rtol=1e-3)  # the same step on the same weights
+  t_jax = statistics.median([t for res in runs["jax"] for t in res["times"]])
+  t_torch = statistics.median([t for res in runs["torch"] for t in res["times"]])
+  pairs = _PAIRS.value
+  print(f"model: {runs['torch'][0]['params'] / 1e6:.2f}M params, {pairs} pairs x 2 rows x {_SEQ.value}; load average "
+        f"{load:.1f} at start, {os.getloadavg()[0]:.1f} at end, on {os.cpu_count()} cores")
+  print(f"slm_jax: {t_jax * 1e3:.0f} ms per step, {pairs / t_jax:.2f} pairs/s")
+  print(f"torch:   {t_torch * 1e3:.0f} ms per step, {pairs / t_torch:.2f} pairs/s")
+  print(json.dumps({"jax_pairs_per_s": pairs / t_jax, "torch_pairs_per_s": pairs / t_torch, "ratio": t_torch / t_jax,
+                    "jax_step_s": t_jax, "torch_step_s": t_torch, "tokens_per_step": _PAIRS.value * 2 * _SEQ.value,
+                    "rounds": _ROUNDS.value, "steps_per_round": _STEPS.value, "load_average": load,
+                    "torch_threads": runs["torch"][0]["torch_threads"]}))
 
 
 if __name__ == "__main__":
