@@ -211,3 +211,21 @@ def test_walkthrough_lists_the_bash_commands_in_order():
                            check=True, capture_output=True, text=True).stdout
   assert "tools/launch/demo.sh" not in skipped and "tools/run_tests.sh" not in skipped
   assert len(skipped.splitlines()) == len(listed) - 2
+
+
+@pytest.mark.parametrize("args", [
+    ["tools/convert_hf_to_orbax.py", "--hf_dir=asset:no-such-model", "--out_dir=unused"],
+    ["tools/convert_hf_to_orbax.py", "--hf_dir=unused", "--tokenizer_dir=asset:no-such-model", "--out_dir=unused"],
+    ["tools/evaluate.py", "--benchmark=genppl", "--ckpt=asset:no-such-model", "--transcripts=unused"],
+    ["tools/evaluate.py", "--benchmark=genppl", "--ckpt=unused", "--judge=asset:no-such-model", "--transcripts=x"],
+    ["tools/evaluate.py", "--benchmark=genppl", "--ckpt=unused", "--asr=asset:no-such-model", "--transcripts=x"],
+    ["tools/extract_units.py", "--audio_dir=asset:no-such-model", "--out=unused.jsonl"],
+], ids=["convert_hf_dir", "convert_tokenizer_dir", "evaluate_ckpt", "evaluate_judge", "evaluate_asr", "extract_audio"])
+def test_asset_flags_go_through_assets_resolve(args, tmp_path):
+  """The flags README gives `asset:NAME` read it through slm_jax.assets.resolve (an unknown name is reported as such,
+  listing the known ones, before any other work)."""
+  p = subprocess.run([sys.executable, os.path.join(ROOT, args[0]), *args[1:]], cwd=tmp_path, capture_output=True,
+                     text=True, timeout=300, env={**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"})
+  assert p.returncode != 0
+  assert "unknown asset 'asset:no-such-model'" in p.stderr and "asset:smollm2" in p.stderr, p.stderr[-2000:]
+  assert not os.listdir(tmp_path)
