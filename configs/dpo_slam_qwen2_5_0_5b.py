@@ -17,6 +17,7 @@ def get_config(arg: str | None = None):
   c.dpo.loss_type = "sigmoid"
   c.dpo.reference = "model"                 # "precomputed": one model in memory
   c.init.kind = "orbax"                     # the SLAM run's checkpoints (latest step)
+  c.model.preset = "qwen2.5-0.5b"           # the SLAM model's shape, for tools/aot_compile.py without the checkpoint
   c.vocab.layout = "slam"
   c.vocab.num_units = 500
   c.data.kind = "preference"

@@ -78,3 +78,68 @@ def test_tpu_step_compiles_with_splash_attention():
                                          jax.ShapeDtypeStruct((), "int32")).as_text()
   assert rec["attention"] == "splash" and rec["fits"] is True and rec["device_kind"] == "TPU v5 lite"
   assert "tpu_custom_call" in hlo  # the Pallas kernel, not interpret mode
+
+
+def _dpo_tiny(**over):
+  c = _recipe("dpo_demo", "tiny")
+  c.unlock()
+  for k, v in over.items():
+    node, key = c, k.split(".")
+    for part in key[:-1]:
+      node = node[part]
+    node[key[-1]] = v
+  return c
+
+
+def test_dpo_step_compiles_with_ref_logps_and_counts_the_reference_model(monkeypatch):
+  """The DPO batch carries ref_logps (one float32 per row, sharded by row) into the trainer's jitted step; with the
+  reference model in memory, its params (measured on device 0 from real arrays) and the peak of its forward
+  program are in the total."""
+  import numpy as np
+  from slm_jax.model.create import create_model
+  from slm_jax.train import dpo
+  from flax import nnx
+  monkeypatch.setattr(aot, "GB", 1.0)  # report bytes: the tiny model's sizes are far below 1 MB
+  c = _dpo_tiny()
+  cfg = aot.model_config(c)
+  mesh = aot.mesh_for(c, jax.devices())
+  batch = aot.abstract_batch(c, mesh)
+  assert tuple(batch) == dpo.DPO_KEYS
+  ref = batch["ref_logps"]
+  rows = tuple(batch["input_ids"].sharding.spec[:1])
+  assert (ref.shape, ref.dtype, tuple(ref.sharding.spec)) == ((8,), np.float32, rows)
+  prog, compiled = aot.compile_step(c, cfg, mesh)
+  assert compiled.args_info[0][2]["ref_logps"].shape == (8,)  # the step the trainer runs (jit_dpo_step)
+  rec = aot.compile_report(c, cfg, mesh, "cpu x8")
+  params = jax.device_put(nnx.to_pure_dict(nnx.state(create_model(cfg), nnx.Param)), prog.param_shardings)
+  d0 = mesh.devices.flat[0]
+  on_d0 = sum(s.data.nbytes for x in jax.tree.leaves(params) for s in x.addressable_shards if s.device == d0)
+  assert rec["dpo_reference"] == "model" and rec["reference_params_gb"] == on_d0 > 0
+  assert rec["total_gb"] == max(rec["train_step_gb"] + on_d0, rec["reference_forward_peak_gb"])
+  assert rec["reference_forward_peak_gb"] > rec["reference_forward_temp_gb"] + on_d0
+  assert "reference" in rec["total_note"]
+  pre = aot.compile_report(_dpo_tiny(**{"dpo.reference": "precomputed"}), cfg, mesh, "cpu x8")
+  assert pre["dpo_reference"] == "precomputed" and "reference_params_gb" not in pre
+  assert pre["total_gb"] == rec["train_step_gb"]  # the same step, no reference in memory
+
+
+def test_tool_compiles_the_dpo_demo_config_from_its_orbax_checkpoint(tmp_path):
+  """tools/aot_compile.py --config=configs/dpo_demo.py: the model comes from the Orbax checkpoint the run would
+  start from (here a tiny one), the reference model's memory is reported."""
+  from slm_jax.checkpoint import orbax_io
+  from slm_jax.model.create import create_model
+  from slm_jax.train.init import LAYOUTS
+  layout = LAYOUTS["slam"]
+  cfg = aot.model_config(_dpo_tiny()).replace(bos_token_id=layout.bos_id, eos_token_id=layout.eos_id)
+  ckpt = str(tmp_path / "ckpt")
+  orbax_io.save_model(ckpt, create_model(cfg), orbax_io.make_meta(cfg, layout, "float32"), step=0)
+  cmd = [sys.executable, os.path.join(ROOT, "tools", "aot_compile.py"), "--config=configs/dpo_demo.py",
+         "--cpu_devices=8", f"--config.init.path={ckpt}", "--hbm_gb=1"]
+  out = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, XLA_FLAGS=""), capture_output=True, text=True,
+                       timeout=600)
+  lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+  assert out.returncode == 0 and len(lines) == 1, out.stdout + out.stderr[-3000:]
+  rec = json.loads(lines[0])
+  assert rec["model_source"] == f"orbax {ckpt}" and rec["vocab"] == 504 and rec["model"].startswith("llama")
+  assert (rec["global_batch"], rec["seq_len"], rec["dpo_reference"], rec["fits"]) == (16, 128, "model", True)
+  assert rec["total_gb"] >= rec["train_step_gb"] + rec["reference_params_gb"] - 1e-3

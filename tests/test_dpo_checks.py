@@ -29,8 +29,8 @@ def _tiny(**over):
 # ---------------------------------------------------------------- MFU
 
 def test_step_flops_count_the_reference_forward_only_when_it_runs():
-  """Hand count for the tiny DPO model (hidden 32, MLP 64, 2 layers, 4 heads x 8, 2 kv heads, the slam layout's 504 rows,
-  length 48): matmul weights per layer 32*32 (q) + 2*32*16 (k, v) + 32*32 (o) + 3*32*64 (MLP) = 9216, two layers
+  """Hand count for the tiny DPO model (hidden 32, MLP 64, 2 layers, 4 heads x 8, 2 kv heads, the slam layout's
+  504 rows, length 48): matmul weights per layer 32*32 (q) + 2*32*16 (k, v) + 32*32 (o) + 3*32*64 (MLP) = 9216, two layers
   plus the 32 x 504 head = 34,560; forward = 2 * 34,560 + causal attention 2*2*48*32*2 / 2 = 6,144 -> 75,264;
   training = 3 forwards; the in-memory reference adds one forward."""
   c = _tiny()
@@ -127,3 +127,106 @@ def test_train_tool_exits_2_listing_the_dpo_problems(tmp_path):
   for key in ("dpo.beta=0", "dpo.loss_type='hinge'", "global_batch_size=7"):
     assert f"config.{key}" in r.stderr
   assert not workdir.exists()
+
+
+# ---------------------------------------------------------------- precomputed reference keyed by the weights
+
+def _numpy_leaf_sums(x):
+  """Independent host computation of dpo._leaf_sums: uint32 sums (mod 2^32) of the bit patterns u, of u times the
+  hashed row-major flat index, and of u * u."""
+  import numpy as np
+  u = x.view({1: np.uint8, 2: np.uint16, 4: np.uint32}[x.dtype.itemsize]).astype(np.uint64).ravel()
+  idx = np.arange(u.size, dtype=np.uint64)
+  h = (idx * 0x9E3779B1 + 0x7F4A7C15) % 2**32
+  h ^= h >> 15
+  m = 2**32
+  return [int(u.sum() % m), int(((u * h) % m).sum() % m), int(((u * u) % m).sum() % m)]
+
+
+def test_params_fingerprint_is_exact_and_independent_of_the_sharding():
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  from slm_jax.train import dpo
+  rng = np.random.default_rng(0)
+  a = rng.standard_normal((8, 6)).astype(np.float32)
+  b = rng.standard_normal((16,)).astype(np.float32)
+  bf = jnp.asarray(b, jnp.bfloat16)
+  for x in (a, np.asarray(bf)):
+    got = np.asarray(jax.jit(dpo._leaf_sums)(jnp.asarray(x))).tolist()
+    assert got == _numpy_leaf_sums(np.asarray(x)), x.dtype
+  tree = {"layer": {"kernel": a, "scale": bf}, "head": b}
+  fp = dpo.params_fingerprint(jax.tree.map(jnp.asarray, tree))
+  assert len(fp) == 16 and fp == dpo.params_fingerprint(jax.tree.map(jnp.asarray, tree))
+  mesh = jax.make_mesh((8,), ("fsdp",))
+  assert len(jax.devices()) == 8
+  sharded = {"layer": {"kernel": jax.device_put(a, NamedSharding(mesh, P("fsdp"))),
+                       "scale": jax.device_put(bf, NamedSharding(mesh, P("fsdp")))},
+             "head": jax.device_put(b, NamedSharding(mesh, P()))}
+  assert dpo.params_fingerprint(sharded) == fp  # integer sums: any reduction order gives the same bits
+  ulp = a.copy()
+  ulp[3, 2] = np.nextafter(ulp[3, 2], np.float32(np.inf))
+  swapped = a.copy()
+  swapped[[0, 5]] = swapped[[5, 0]]
+  for changed in ({**tree, "layer": {"kernel": ulp, "scale": bf}}, {**tree, "layer": {"kernel": swapped, "scale": bf}},
+                  {**tree, "head": b.astype(np.float16)}, {"layer": tree["layer"], "lm_head": b}):
+    assert dpo.params_fingerprint(jax.tree.map(jnp.asarray, changed)) != fp
+
+
+def _save_tiny_checkpoint(folder, seed):
+  """An Orbax checkpoint of the tiny DPO model (slam layout) with weights from `seed`."""
+  from slm_jax.checkpoint import orbax_io
+  from slm_jax.model.create import create_model
+  from slm_jax.train.init import LAYOUTS
+  layout = LAYOUTS["slam"]
+  cfg = aot.model_config(_tiny()).replace(bos_token_id=layout.bos_id, eos_token_id=layout.eos_id)
+  orbax_io.save_model(folder, create_model(cfg, seed=seed), orbax_io.make_meta(cfg, layout, "float32"), step=0)
+
+
+def test_reference_logps_keyed_by_the_weights_and_checked_on_resume(tmp_path):
+  """A checkpoint replaced at the same init path gets its own precomputed log-probs (first loss log 2 again, as
+  the policy equals its reference); stored log-probs of other weights, and a reloaded reference that changed,
+  are clear errors."""
+  import math
+  import shutil
+  import numpy as np
+  from slm_jax.checkpoint import orbax_io
+  from slm_jax.train import dpo
+  data, init = str(tmp_path / "pref"), str(tmp_path / "init")
+  shutil.copytree(os.path.join(ROOT, "data", "demo", "prepared", "preference"), data,
+                  ignore=shutil.ignore_patterns("reference_logps"))
+  over = {"data.sources.preference": data, "init.kind": "orbax", "init.path": init, "eval_every": 0,
+          "checkpoint_every": 100, "dpo.reference": "precomputed"}
+
+  def fingerprint(workdir):
+    meta, _ = orbax_io.read_meta(os.path.join(workdir, "checkpoints"))
+    return meta["init_source"]["params_fingerprint"]
+
+  _save_tiny_checkpoint(init, seed=1)
+  a = trainer.train(_tiny(total_steps=1, **over), str(tmp_path / "a"))
+  shutil.rmtree(init)
+  _save_tiny_checkpoint(init, seed=2)  # other weights at the same path, same config
+  b = trainer.train(_tiny(total_steps=1, **over), str(tmp_path / "b"))
+  fa, fb = fingerprint(a["workdir"]), fingerprint(b["workdir"])
+  assert fa != fb
+  pa, pb = dpo.reference_path(_tiny(**over), fa), dpo.reference_path(_tiny(**over), fb)
+  assert pa != pb and sorted(os.listdir(os.path.dirname(pa))) == sorted(map(os.path.basename, (pa, pb)))
+  assert dpo.reference_path(_tiny(**over), fa) == pa  # same weights, same key
+  for path, fp in ((pa, fa), (pb, fb)):
+    with np.load(path) as f:
+      assert str(f["fingerprint"]) == fp
+  for run in (a, b):  # each run's stored log-probs are its own reference's: policy == reference at step 1
+    assert np.float32(run["first_loss"]) == np.float32(math.log(2))
+  # stale log-probs at the key of run a: resuming it is refused, naming both fingerprints
+  shutil.copyfile(pb, pa)
+  with pytest.raises(ValueError, match=f"fingerprint {fb}, this run's reference has {fa}"):
+    trainer.train(_tiny(total_steps=2, **over), str(tmp_path / "a"))
+  # reference in memory: a resumed run whose init checkpoint was replaced is refused
+  model = {**over, "dpo.reference": "model"}
+  c = trainer.train(_tiny(total_steps=1, **model), str(tmp_path / "c"))
+  assert fingerprint(c["workdir"]) == fb
+  shutil.rmtree(init)
+  _save_tiny_checkpoint(init, seed=1)
+  with pytest.raises(ValueError, match=f"fingerprint {fa}, recorded {fb}"):
+    trainer.train(_tiny(total_steps=2, **model), str(tmp_path / "c"))

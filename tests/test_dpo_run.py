@@ -11,7 +11,9 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
+from slm_jax.checkpoint import orbax_io
 from slm_jax.train import dpo, trainer
 from slm_jax.train.metrics import read_jsonl
 
@@ -95,11 +97,22 @@ def test_precomputed_reference_logps_stored_with_the_data_give_the_same_losses(t
   a = trainer.train(_tiny(**over), str(tmp_path / "model"))
   b = trainer.train(_tiny(**over, **{"dpo.reference": "precomputed"}), str(tmp_path / "pre"))
   stored = os.listdir(os.path.join(data, "reference_logps"))
-  assert len(stored) == 1 and stored[0] == os.path.basename(dpo.reference_path(_tiny(**over)))
+  fps = [orbax_io.read_meta(os.path.join(r["workdir"], "checkpoints"))[0]["init_source"]["params_fingerprint"]
+         for r in (a, b)]
+  assert fps[0] == fps[1]  # both runs start from the same seeded weights
+  assert len(stored) == 1 and stored[0] == os.path.basename(dpo.reference_path(_tiny(**over), fps[0]))
   with np.load(os.path.join(data, "reference_logps", stored[0])) as f:
     m = json.load(open(os.path.join(data, "manifest.json")))
     assert f["train"].shape == (m["splits"]["train"]["num_examples"], 2) and (f["train"] < 0).all()
+    assert str(f["fingerprint"]) == fps[0]
   ra, rb = (read_jsonl(str(tmp_path / d / "metrics.jsonl")) for d in ("model", "pre"))
+  # MFU's FLOPs per row slot (tflops_per_device / tokens_per_s on 8 devices): the tiny model's forward is 75,264
+  # FLOPs per token (tests/test_dpo_checks.py); training counts 3, the in-memory reference one more
+  for recs, forwards in ((ra, 4), (rb, 3)):
+    timed = [r for r in recs if isinstance(r.get("tokens_per_s"), float) and math.isfinite(r["tokens_per_s"])]
+    assert timed, recs
+    for r in timed:
+      assert r["tflops_per_device"] * 1e12 * 8 / r["tokens_per_s"] == pytest.approx(forwards * 75264, rel=1e-9)
   assert a["first_loss"] == b["first_loss"] and np.float32(a["first_loss"]) == np.float32(math.log(2))
   for x, y in zip(ra, rb):
     np.testing.assert_allclose(x["loss"], y["loss"], rtol=1e-5)

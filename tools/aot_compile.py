@@ -5,9 +5,10 @@
 
 The step is the one tools/train.py runs for the config (train/program.build_program: mesh, shardings, optimizer,
 micro-batches, remat), lowered with abstract parameters and batch: no weights, no data. The model comes from
-the config's preset, or from --config.init.path's config.json when that is a HF folder. Prints one JSON line
-(per-device argument / temporary / total GB, device memory, fits, compile time); exits 1 when the step does not
-fit, with a hint on stderr. TPU topologies need libtpu (`pip install -e .[tpu]`); v4 names count TensorCores
+the config's preset, or from --config.init.path: a HF folder's config.json or an Orbax checkpoint's metadata.
+Prints one JSON line (per-device argument / temporary / total GB, device memory, fits, compile time; a DPO run
+with the reference model in memory adds that model's params and the peak of its forward to the total); exits 1
+when the step does not fit, with a hint on stderr. TPU topologies need libtpu (`pip install -e .[tpu]`); v4 names count TensorCores
 (v4:2x2x1 is 4 chips, 8 devices).
 """
 import os
@@ -53,13 +54,17 @@ def main(argv):
     devices, target = jax.devices()[:_CPU.value], f"cpu x{_CPU.value}"
     if len(devices) != _CPU.value:
       raise app.UsageError(f"--cpu_devices={_CPU.value} but jax has {len(devices)} devices")
-  init_dir = config.init.path if config.init.path and os.path.isfile(
-      os.path.join(config.init.path, "config.json")) else None
+  init_dir = aot.init_dir(config)
+  if init_dir is None and config.init.kind == "orbax":
+    print(f"WARNING: no Orbax checkpoint at config.init.path={config.init.path!r}: the model structure comes from "
+          f"the preset {config.model.preset!r}, not from the checkpoint tools/train.py would start from",
+          file=sys.stderr, flush=True)
   cfg = aot.model_config(config, init_dir)
   mesh = aot.mesh_for(config, devices)
   rec = aot.compile_report(config, cfg, mesh, target, schedule_steps=plan_steps(config)[1],
                            hbm_bytes=int(_HBM.value * 1e9) if _HBM.value else None)
-  rec.update(aot.versions(), args=" ".join(sys.argv[1:]))
+  source = f"{config.init.kind} {init_dir}" if init_dir else f"preset {config.model.preset}"
+  rec.update(aot.versions(), model_source=source, args=" ".join(sys.argv[1:]))
   print(aot.dumps(rec), flush=True)
   if rec["fits"] is False:
     print(aot.hint(rec), file=sys.stderr, flush=True)

@@ -3,7 +3,8 @@
 The target is a TPU topology (`jax.experimental.topologies`, needs the `tpu` extra: libtpu) or the host's own
 (possibly simulated) devices. The step is `program.build_program`'s, the one the trainer runs, lowered with
 abstract parameters, optimizer state and batch: no weights, no data. `compile_report` gives per-device bytes
-from `compiled.memory_analysis()` and whether they fit the device's memory.
+from `compiled.memory_analysis()` and whether they fit the device's memory. A DPO run's batch carries `ref_logps`;
+with the reference model in memory (dpo.reference='model') its params and its forward (a second program) count.
 """
 from __future__ import annotations
 
@@ -33,21 +34,45 @@ HBM_BYTES = {"TPU v5 lite": int(15.75 * 2**30), "TPU v5e": int(15.75 * 2**30), "
 BASE_TOKENIZER = {"llama": LLAMA3_LAYOUT.base_size, "qwen2": QWEN2_5_LAYOUT.base_size}
 
 
+def init_dir(config) -> str | None:
+  """config.init.path when it holds the model's structure: a HF folder (config.json) or, for init.kind='orbax',
+  a folder with a complete checkpoint step (its metadata); else None (the structure comes from the preset)."""
+  path = os.path.expanduser(config.init.path) if config.init.path else ""
+  if not path or not os.path.isdir(path):
+    return None
+  if config.init.kind == "orbax":
+    from slm_jax.checkpoint import orbax_io
+    try:
+      orbax_io.read_meta(path, None if config.init.step < 0 else config.init.step)
+    except (FileNotFoundError, ValueError):
+      return None
+    return path
+  return path if os.path.isfile(os.path.join(path, "config.json")) else None
+
+
 def model_config(config, init_dir: str | None = None) -> ModelConfig:
   """The trainer's model config for `config` without loading weights or a tokenizer.
 
-  Structure from `init_dir`/config.json when given (a HF folder), else the config's preset. Vocabulary:
-  `config.model.vocab_size` when set; the slam layout's 502 ids; else the base tokenizer (by architecture)
-  grown by `vocab.num_units` units + 2 markers, never below the checkpoint's embedding rows (as the import does).
+  Structure from `init_dir`: a HF folder's config.json, or an Orbax checkpoint's metadata (init.kind='orbax',
+  vocabulary included); else the config's preset. Vocabulary: `config.model.vocab_size` when set; the slam
+  layout's 502 ids; else the base tokenizer (by architecture) grown by `vocab.num_units` units + 2 markers, never
+  below the checkpoint's embedding rows (as the import does).
   """
   param_dtype, dtype, _ = opt_lib.precision_dtypes(config.precision)
   rt = runtime_overrides(config, param_dtype, dtype)
-  if init_dir:
+  orbax = bool(init_dir) and config.init.kind == "orbax"
+  if orbax:
+    from slm_jax.checkpoint import orbax_io
+    meta, _ = orbax_io.read_meta(init_dir, None if config.init.step < 0 else config.init.step)
+    cfg = ModelConfig.from_dict({**meta["model_config"], **rt})
+  elif init_dir:
     cfg = ModelConfig.from_hf_dir(init_dir, **rt)
   else:
     cfg = preset(config.model.preset, **rt)
   if config.model.vocab_size > 0:
     vocab = config.model.vocab_size
+  elif orbax:
+    vocab = cfg.vocab_size
   elif config.vocab.layout:
     vocab = LAYOUTS[config.vocab.layout].size
   elif config.init.kind == "random" and config.vocab.base_size:
@@ -135,6 +160,29 @@ def state_bytes(tree) -> int:
   return sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
 
 
+def device_bytes(tree) -> int:
+  """Bytes of an abstract pytree (leaves carrying shardings) held by its most loaded device."""
+  per = {}
+  for x in jax.tree.leaves(tree):
+    n = math.prod(x.sharding.shard_shape(x.shape)) * np.dtype(x.dtype).itemsize
+    for d in x.sharding.device_set:
+      per[d] = per.get(d, 0) + n
+  return max(per.values(), default=0)
+
+
+def compile_reference(config, prog, mesh):
+  """The compiled reference forward of a DPO run with dpo.reference='model' (the trainer's second program)."""
+  batch = abstract_batch(config, mesh, with_ref=False)
+  with jax.set_mesh(mesh):
+    return prog.dpo.ref_run.jitted.lower(prog.abstract_params, batch).compile()
+
+
+def _program_bytes(ma) -> int:
+  """Per-device bytes of one compiled program: arguments, temporaries, outputs not aliased to donated inputs, code."""
+  return (ma.argument_size_in_bytes + ma.temp_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes
+          + ma.generated_code_size_in_bytes)
+
+
 def compile_report(config, cfg: ModelConfig, mesh, target: str, schedule_steps: int = 1000,
                    hbm_bytes: int | None = None) -> dict:
   """Compiles the step and reports per-device GB, the device memory and whether it fits (one JSON-able dict)."""
@@ -168,8 +216,22 @@ def compile_report(config, cfg: ModelConfig, mesh, target: str, schedule_steps: 
   out_extra = ma.output_size_in_bytes - ma.alias_size_in_bytes  # outputs not written in place of donated args
   total = args + temp + out_extra + ma.generated_code_size_in_bytes
   state = state_bytes(prog.abstract_params) + state_bytes(prog.abstract_opt)
-  rec.update(compile_s=round(time.time() - t0, 1), argument_gb=round(args / GB, 3), temp_gb=round(temp / GB, 3),
-             output_extra_gb=round(out_extra / GB, 3), total_gb=round(total / GB, 3),
+  rec.update(argument_gb=round(args / GB, 3), temp_gb=round(temp / GB, 3), output_extra_gb=round(out_extra / GB, 3))
+  if prog.dpo is not None:
+    rec["dpo_reference"] = config.dpo.reference
+    if config.dpo.reference == "model":
+      # the frozen reference stays in memory beside the step; its forward is a second program, run while the
+      # policy and optimizer state are resident: the total is the larger of the two peaks
+      ref = device_bytes(prog.abstract_params)
+      rma = compile_reference(config, prog, mesh).memory_analysis()
+      ref_peak = _program_bytes(rma) + device_bytes(prog.abstract_params) + device_bytes(prog.abstract_opt)
+      rec.update(train_step_gb=round(total / GB, 3), reference_params_gb=round(ref / GB, 3),
+                 reference_forward_temp_gb=round(rma.temp_size_in_bytes / GB, 3),
+                 reference_forward_peak_gb=round(ref_peak / GB, 3),
+                 total_note="max(train step + the frozen reference's params, reference forward program + the "
+                            "policy's params and optimizer state), per device")
+      total = max(total + ref, ref_peak)
+  rec.update(compile_s=round(time.time() - t0, 1), total_gb=round(total / GB, 3),
              state_gb_per_device_ideal=round(state / mesh.size / GB, 3),
              hbm_gb=None if hbm is None else round(hbm / GB, 2), hbm_source=hbm_src,
              fits=None if hbm is None else bool(total <= hbm))

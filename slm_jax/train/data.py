@@ -16,8 +16,11 @@ from slm_jax.vocab import VocabLayout
 DATA_KINDS = ("pipeline", "synthetic", "preference")
 
 
-def make_iterator(config, layout: VocabLayout, tokenizer, split: str, *, num_epochs=None):
-  """Host-local batch iterator for `split` ('train' or 'validation') of this process."""
+def make_iterator(config, layout: VocabLayout, tokenizer, split: str, *, num_epochs=None,
+                  reference_fingerprint: str | None = None):
+  """Host-local batch iterator for `split` ('train' or 'validation') of this process. DPO with precomputed
+  reference log-probs reads them from `dpo.reference_path(config, reference_fingerprint)` (the fingerprint of the
+  run's starting weights) at its first batch."""
   d = config.data
   if d.kind not in DATA_KINDS:
     raise ValueError(f"config.data.kind={d.kind!r}; choose one of {', '.join(DATA_KINDS)}")
@@ -34,7 +37,8 @@ def make_iterator(config, layout: VocabLayout, tokenizer, split: str, *, num_epo
     kw["global_batch_size"] //= 2
     return PreferenceIterator(d.sources.preference, split, layout, num_epochs=num_epochs, shuffle=split == "train",
                               max_prompt_len=config.dpo.max_prompt_len or None,
-                              ref_logps=reference_path(config) if config.dpo.reference == "precomputed" else None,
+                              ref_logps=reference_path(config, reference_fingerprint)
+                              if config.dpo.reference == "precomputed" else None,
                               **kw)
   from slm_jax.data.pipeline import make_iterator as pipeline_iterator
   sources = {k: v for k, v in d.sources.items() if v}

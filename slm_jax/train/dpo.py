@@ -225,7 +225,13 @@ def jit_ref_logps(ref_fn, mesh: Mesh, param_shardings):
     with jax.set_mesh(mesh):
       return jitted(params, {k: batch[k] for k in BATCH_KEYS})
 
+  run.jitted = jitted
   return run
+
+
+def abstract_ref_logps(rows: int, mesh: Mesh) -> jax.ShapeDtypeStruct:
+  """The batch key `ref_logps` of a DPO step: one float32 per row, sharded like the rows."""
+  return jax.ShapeDtypeStruct((rows,), np.float32, sharding=_batch_shardings(mesh, ("ref_logps",))["ref_logps"])
 
 
 # ---------------------------------------------------------------------------------------------------- in the trainer
@@ -310,23 +316,71 @@ def build_steps(config, graphdef, tx, lr_fn, mesh: Mesh, param_shardings, opt_sh
   return train_step, eval_step, parts
 
 
-def reference_path(config) -> str:
+_UINT = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}
+
+
+def _leaf_sums(x: jax.Array) -> jax.Array:
+  """[3] uint32 of one array: sums (mod 2^32) of its bit patterns u, of u * h(flat index) and of u * u. Integer
+  sums are exact in any order, so the result does not depend on the sharding or the device count."""
+  u = jax.lax.bitcast_convert_type(x, _UINT[x.dtype.itemsize]).astype(jnp.uint32)
+  idx = jnp.zeros(x.shape, jnp.uint32)
+  stride = 1
+  for d in reversed(range(x.ndim)):
+    idx = idx + jax.lax.broadcasted_iota(jnp.uint32, x.shape, d) * jnp.uint32(stride % 2**32)
+    stride *= x.shape[d]
+  h = idx * jnp.uint32(0x9E3779B1) + jnp.uint32(0x7F4A7C15)
+  h = h ^ (h >> 15)
+  return jnp.stack([u.sum(dtype=jnp.uint32), (u * h).sum(dtype=jnp.uint32), (u * u).sum(dtype=jnp.uint32)])
+
+
+def params_fingerprint(params) -> str:
+  """16 hex digits identifying a parameter tree exactly (every bit of every leaf, its path, shape and dtype),
+  whatever its sharding: per-leaf integer sums computed where the params live (one small jitted reduction, no
+  host copy of the weights), hashed on the host."""
+  import hashlib
+  import json
+  leaves = jax.tree_util.tree_leaves_with_path(params)
+  if not leaves:
+    return hashlib.sha256(b"[]").hexdigest()[:16]
+  sh = getattr(leaves[0][1], "sharding", None)
+  out_sh = NamedSharding(sh.mesh, P()) if isinstance(sh, NamedSharding) else None
+  sums = jax.jit(lambda xs: jnp.stack([_leaf_sums(x) for x in xs]), out_shardings=out_sh)([x for _, x in leaves])
+  sums = np.asarray(sums.addressable_data(0)).tolist()
+  desc = [[jax.tree_util.keystr(k), list(x.shape), str(x.dtype), s] for (k, x), s in zip(leaves, sums)]
+  return hashlib.sha256(json.dumps(desc).encode()).hexdigest()[:16]
+
+
+def reference_path(config, fingerprint: str) -> str:
   """Where precomputed reference log-probs are stored with the data: <preference folder>/reference_logps/<key>.npz,
-  the key a hash of everything that fixes them (init, model, vocabulary, seed, lengths, precision)."""
+  the key a hash of everything that fixes them: the reference weights' `params_fingerprint` (a checkpoint
+  replaced at the same path gets new log-probs), init, model, vocabulary, seed, lengths, precision."""
   import hashlib
   import json
   import os
+  if not fingerprint:
+    raise ValueError("precomputed DPO reference log-probs are keyed by the reference weights' fingerprint; none "
+                     "given (a run started before fingerprints were recorded: start it again in a new workdir)")
   c = config
   key = json.dumps({"init": c.init.to_dict(), "model": c.model.to_dict(), "vocab": c.vocab.to_dict(),
                     "seed": c.seed, "seq_len": c.seq_len, "max_prompt_len": c.dpo.max_prompt_len,
-                    "precision": c.precision}, sort_keys=True, default=str)
+                    "precision": c.precision, "weights": fingerprint}, sort_keys=True, default=str)
   name = hashlib.sha256(key.encode()).hexdigest()[:16]
   return os.path.join(c.data.sources.preference, "reference_logps", f"{name}.npz")
 
 
-def precompute_reference(config, prog, layout, params, path: str, log=print) -> None:
+def check_reference_file(path: str, fingerprint: str) -> None:
+  """Raises ValueError unless the log-probs at `path` were computed with weights of this fingerprint."""
+  with np.load(path) as f:
+    stored = str(f["fingerprint"]) if "fingerprint" in f.files else None
+  if stored != fingerprint:
+    raise ValueError(f"{path}: reference log-probs of other weights (fingerprint {stored or 'none recorded'}, this "
+                     f"run's reference has {fingerprint}); delete the file so that a fresh DPO run recomputes it")
+
+
+def precompute_reference(config, prog, layout, params, path: str, fingerprint: str, log=print) -> None:
   """One pass over the train and validation pairs with `params` (the reference): their summed continuation
-  log-probs, written to `path` (npz: split -> [pairs, 2], chosen / rejected) by process 0."""
+  log-probs, written to `path` (npz: split -> [pairs, 2], chosen / rejected; `fingerprint`: the params'
+  `params_fingerprint`) by process 0."""
   import os
   import time
   from jax.experimental import multihost_utils
@@ -349,24 +403,32 @@ def precompute_reference(config, prog, layout, params, path: str, log=print) -> 
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp.npz"
-    np.savez(tmp, **out)
+    np.savez(tmp, **out, fingerprint=np.asarray(fingerprint))
     os.replace(tmp, path)
   multihost_utils.sync_global_devices("dpo reference log-probs written")
   log(f"reference log-probs of {len(out['train'])} + {len(out['validation'])} pairs written to {path} "
       f"({time.time() - t0:.0f} s)")
 
 
-def prepare_reference(config, prog, layout, params, *, fresh: bool, param_dtype: str, dtype: str) -> None:
+def prepare_reference(config, prog, layout, params, *, fresh: bool, param_dtype: str, dtype: str,
+                      fingerprint: str | None) -> None:
   """Before the first step of a DPO run: bind the frozen reference (a copy of the starting params, or on resume
-  the init reloaded), or make sure the precomputed reference log-probs exist (computed now on a fresh start)."""
+  the init reloaded), or make sure the precomputed reference log-probs exist (computed now on a fresh start).
+
+  `fingerprint` is the `params_fingerprint` of the weights the run started from (recorded with its checkpoints):
+  it keys the precomputed log-probs, which must carry it; on resume with the reference in memory, the reloaded
+  init must still have it (a checkpoint replaced at init.path would silently change the reference mid-run).
+  None (a run started before fingerprints were recorded) skips the check of the reloaded reference."""
   import os
   if config.dpo.reference == "precomputed":
-    path = reference_path(config)
-    if not os.path.exists(path):
+    path = reference_path(config, fingerprint)
+    if os.path.exists(path):
+      check_reference_file(path, fingerprint)
+    else:
       if not fresh:
         raise FileNotFoundError(f"{path}: the reference log-probs of this resumed DPO run are missing (they are "
                                 "written before its first step); restore them or start the run again")
-      precompute_reference(config, prog, layout, params, path)
+      precompute_reference(config, prog, layout, params, path, fingerprint)
     return
   if fresh:
     with jax.set_mesh(prog.mesh):
@@ -374,4 +436,10 @@ def prepare_reference(config, prog, layout, params, *, fresh: bool, param_dtype:
   else:
     from slm_jax.train.init import fresh_start
     ref = jax.device_put(fresh_start(config, prog.mesh, param_dtype, dtype).params, prog.param_shardings)
+    now = params_fingerprint(ref) if fingerprint is not None else None
+    if now != fingerprint:
+      raise ValueError(f"config.init (kind {config.init.kind!r}, path {config.init.path!r}) now holds other weights "
+                       f"than this DPO run started from (fingerprint {now}, recorded "
+                       f"{fingerprint}): its frozen reference would change mid-run. Restore the original "
+                       "checkpoint at that path, or start a new run in another workdir")
   prog.dpo.bind_reference(ref)

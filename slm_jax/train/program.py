@@ -70,9 +70,14 @@ def build_program(config, cfg: ModelConfig, mesh: Mesh, schedule_steps: int) -> 
                  train_step=train_fn, eval_step=eval_fn)
 
 
-def abstract_batch(config, mesh: Mesh) -> dict:
-  """ShapeDtypeStructs of one global training batch (the trainer's batch keys and dtypes) on `mesh`."""
+def abstract_batch(config, mesh: Mesh, *, with_ref: bool = True) -> dict:
+  """ShapeDtypeStructs of one global training batch (the trainer's batch keys and dtypes) on `mesh`; objective
+  'dpo' adds `ref_logps` (one float32 per row) unless with_ref=False (the reference forward's input)."""
   sh = step_lib.batch_sharding(mesh)
   one_row = empty_batch(1, config.seq_len)
-  return {k: jax.ShapeDtypeStruct((config.global_batch_size, config.seq_len), v.dtype, sharding=sh)
-          for k, v in one_row.items()}
+  out = {k: jax.ShapeDtypeStruct((config.global_batch_size, config.seq_len), v.dtype, sharding=sh)
+         for k, v in one_row.items()}
+  if config.get("objective", "lm") == "dpo" and with_ref:
+    from slm_jax.train import dpo
+    out["ref_logps"] = dpo.abstract_ref_logps(config.global_batch_size, mesh)
+  return out

@@ -251,7 +251,8 @@ def resume(s: Setup) -> tuple[Start, State, Any]:
     cfg = ModelConfig.from_dict(meta["model_config"]).replace(**runtime_overrides(s.config, s.param_dtype, s.dtype))
     layout = VocabLayout.from_dict(meta["vocab_layout"]) if meta.get("vocab_layout") else None
     prog = build_program(s.config, cfg, s.mesh, s.schedule_steps)
-    it = data_lib.make_iterator(s.config, layout, tokenizer, "train", num_epochs=s.config.data.num_epochs)
+    it = data_lib.make_iterator(s.config, layout, tokenizer, "train", num_epochs=s.config.data.num_epochs,
+                                reference_fingerprint=_fingerprint(meta.get("init_source")))
     params, opt_state, ts, _ = s.ckpt.restore(step, abstract_params=prog.abstract_params,
                                               abstract_opt_state=prog.abstract_opt,
                                               data_iter=data_lib.StateRestorer(it))
@@ -270,12 +271,21 @@ def start_fresh(s: Setup) -> tuple[Start, State, Any]:
   _log("fresh start: init %s", init.source)
   prog = build_program(s.config, init.cfg, s.mesh, s.schedule_steps)
   params = jax.device_put(init.params, prog.param_shardings)
+  source = init.source
+  if prog.dpo is not None:  # the weights the run starts from (the DPO reference): recorded with every checkpoint
+    source = dict(source, params_fingerprint=dpo.params_fingerprint(params))
   state = State(params, prog.opt_init(params),
                 rng=np.asarray(jax.random.key_data(jax.random.key(s.config.seed))).tolist())
   if init.tokenizer is not None and jax.process_index() == 0:
     save_tokenizer(init.tokenizer, os.path.join(s.ckpt_dir, orbax_io.TOKENIZER_DIR))
-  it = data_lib.make_iterator(s.config, init.layout, init.tokenizer, "train", num_epochs=s.config.data.num_epochs)
-  return Start(init.cfg, init.layout, init.tokenizer, init.source, prog), state, it
+  it = data_lib.make_iterator(s.config, init.layout, init.tokenizer, "train", num_epochs=s.config.data.num_epochs,
+                              reference_fingerprint=_fingerprint(source))
+  return Start(init.cfg, init.layout, init.tokenizer, source, prog), state, it
+
+
+def _fingerprint(source) -> str | None:
+  """`dpo.params_fingerprint` of a run's starting weights, from its init source record (DPO runs)."""
+  return source.get("params_fingerprint") if isinstance(source, dict) else None
 
 
 def write_shardings(workdir: str, prog: Program) -> str:
@@ -300,7 +310,8 @@ def write_shardings(workdir: str, prog: Program) -> str:
 def evaluate(config, start: Start, params) -> dict:
   """Token-mean validation loss over up to eval_batches batches (one pass of the validation split)."""
   mesh = start.prog.mesh
-  it = data_lib.make_iterator(config, start.layout, start.tokenizer, "validation", num_epochs=1)
+  it = data_lib.make_iterator(config, start.layout, start.tokenizer, "validation", num_epochs=1,
+                              reference_fingerprint=_fingerprint(start.source))
   total = None
   for _ in range(config.eval_batches):
     b = next(it, None)
@@ -435,7 +446,7 @@ def train(config, workdir: str) -> dict:
     start, state, train_it = resume(s) if s.ckpt.all_steps() else start_fresh(s)
     if start.prog.dpo is not None:  # the frozen reference, or its log-probs stored with the data
       dpo.prepare_reference(config, start.prog, start.layout, state.params, fresh=start.resumed_from is None,
-                            param_dtype=s.param_dtype, dtype=s.dtype)
+                            param_dtype=s.param_dtype, dtype=s.dtype, fingerprint=_fingerprint(start.source))
     writer = MetricsWriter(workdir, enabled=jax.process_index() == 0, tensorboard=config.tensorboard,
                            resume_step=state.step)
     _write_run_info(s, start, writer)
