@@ -123,6 +123,7 @@ def test_dpo_step_compiles_with_ref_logps_and_counts_the_reference_model(monkeyp
   assert pre["total_gb"] == rec["train_step_gb"]  # the same step, no reference in memory
 
 
+@pytest.mark.slow  # ~20 s: a tool process compiling the step and the reference forward (default suite kept under 15 min on 2 cores)
 def test_tool_compiles_the_dpo_demo_config_from_its_orbax_checkpoint(tmp_path):
   """tools/aot_compile.py --config=configs/dpo_demo.py: the model comes from the Orbax checkpoint the run would
   start from (here a tiny one), the reference model's memory is reported."""

@@ -184,6 +184,7 @@ def _save_tiny_checkpoint(folder, seed):
   orbax_io.save_model(folder, create_model(cfg, seed=seed), orbax_io.make_meta(cfg, layout, "float32"), step=0)
 
 
+@pytest.mark.slow  # ~1 min: two DPO runs and two resumes (default suite kept under 15 min on 2 cores)
 def test_reference_logps_keyed_by_the_weights_and_checked_on_resume(tmp_path):
   """A checkpoint replaced at the same init path gets its own precomputed log-probs (first loss log 2 again, as
   the policy equals its reference); stored log-probs of other weights, and a reloaded reference that changed,
