@@ -58,3 +58,14 @@ def pytest_collection_modifyitems(config, items):
   for item in items:
     if "slow" in item.keywords:
       item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def flite():
+  """A flite TTS engine (slm_jax.demo.tts; installed where possible), or the test is skipped."""
+  tts = pytest.importorskip("slm_jax.demo.tts")
+  try:
+    tts.ensure_flite()
+    return tts.Flite()
+  except tts.TTSUnavailable as e:
+    pytest.skip(str(e))

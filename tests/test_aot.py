@@ -10,6 +10,7 @@ import sys
 import jax
 import pytest
 
+from repo_configs import load_config, set_keys
 from slm_jax.train import aot
 from slm_jax.train.config_base import base_config
 
@@ -18,22 +19,15 @@ needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
                                   reason="TPU topologies need libtpu: pip install -e .[tpu]")
 
 
-def _recipe(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", name + ".py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(arg)
-
-
 def test_recipe_model_shapes_without_weights():
   """Vocabularies as the HF import grows them: Llama-3 tokenizer 128,256 + 500 units + 2 markers; Qwen2.5's
   151,665 + 502 = 152,167 rows (above the 7B checkpoint's 152,064); SLAM's own 502 ids."""
-  c3 = aot.model_config(_recipe("sims_llama3_2_3b"))
+  c3 = aot.model_config(load_config("sims_llama3_2_3b"))
   assert (c3.vocab_size, c3.hidden_size, c3.num_hidden_layers, c3.dtype, c3.remat) == (
       128758, 3072, 28, "bfloat16", True)
-  c7 = aot.model_config(_recipe("sims_qwen2_5", "7b"))
+  c7 = aot.model_config(load_config("sims_qwen2_5", "7b"))
   assert (c7.vocab_size, c7.hidden_size, c7.tie_word_embeddings) == (152167, 3584, False)
-  cs = aot.model_config(_recipe("slam_qwen2_5_0_5b"))
+  cs = aot.model_config(load_config("slam_qwen2_5_0_5b"))
   assert (cs.vocab_size, cs.rope_theta, cs.hidden_size) == (502, 10000.0, 896)
 
 
@@ -81,14 +75,9 @@ def test_tpu_step_compiles_with_splash_attention():
 
 
 def _dpo_tiny(**over):
-  c = _recipe("dpo_demo", "tiny")
+  c = load_config("dpo_demo", "tiny")
   c.unlock()
-  for k, v in over.items():
-    node, key = c, k.split(".")
-    for part in key[:-1]:
-      node = node[part]
-    node[key[-1]] = v
-  return c
+  return set_keys(c, over)
 
 
 def test_dpo_step_compiles_with_ref_logps_and_counts_the_reference_model(monkeypatch):

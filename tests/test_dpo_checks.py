@@ -1,29 +1,19 @@
 """DPO around the step: MFU counting the reference forward (hand-counted FLOPs), the config rules of
 train/validate.py for objective='dpo' (each rule, all problems at once, tools/train.py exit 2), and precomputed
 reference log-probs keyed by a fingerprint of the reference weights."""
-import importlib.util
 import os
 
 import pytest
 
+from repo_configs import ROOT, load_config, set_keys
 from slm_jax.train import aot, flops, trainer
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tiny(**over):
-  spec = importlib.util.spec_from_file_location("dpo_demo", os.path.join(ROOT, "configs", "dpo_demo.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config("tiny")
+  c = load_config("dpo_demo", "tiny")
   c.unlock()
   c.tensorboard = False
-  for k, v in over.items():
-    node, key = c, k.split(".")
-    for part in key[:-1]:
-      node = node[part]
-    node[key[-1]] = v
-  return c
+  return set_keys(c, over)
 
 
 # ---------------------------------------------------------------- MFU

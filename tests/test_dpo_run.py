@@ -1,7 +1,6 @@
 """DPO through the one trainer (tools/train.py, config.objective='dpo'): exact resume after kill -9 with the
 reference model reloaded, the first loss log 2, trl's metric names in metrics.jsonl, and reference log-probs
 precomputed in a first pass and stored with the data giving the losses of the in-memory reference."""
-import importlib.util
 import json
 import math
 import os
@@ -13,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+from repo_configs import load_config, set_keys
 from slm_jax.checkpoint import orbax_io
 from slm_jax.train import dpo, trainer
 from slm_jax.train.metrics import read_jsonl
@@ -22,19 +22,12 @@ STEPS = 12
 PREF = os.path.join(ROOT, "data", "demo", "prepared", "preference")
 
 
-def _load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name[:-3], os.path.join(ROOT, "configs", name))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(arg)
-
-
 def test_dpo_configs_carry_slamkits_values():
-  c = _load_config("dpo_slam_qwen2_5_0_5b.py")
+  c = load_config("dpo_slam_qwen2_5_0_5b.py")
   assert (c.objective, c.dpo.beta, c.dpo.loss_type, c.optim.lr, c.optim.min_lr, c.optim.warmup_min_steps,
           c.optim.clip_norm, c.global_batch_size, c.vocab.layout, c.data.kind) == (
               "dpo", 0.1, "sigmoid", 5e-5, 5e-5, 100, 0.5, 16, "slam", "preference")
-  demo = _load_config("dpo_demo.py")
+  demo = load_config("dpo_demo.py")
   assert demo.init.kind == "orbax" and demo.data.sources.preference == "data/demo/prepared/preference"
 
 
@@ -77,14 +70,10 @@ def test_dpo_resume_after_sigkill_gives_the_uninterrupted_losses(tmp_path):
 
 
 def _tiny(**over):
-  c = _load_config("dpo_demo.py", "tiny")
+  c = load_config("dpo_demo.py", "tiny")
   c.unlock()
   c.tensorboard = False
-  for k, v in over.items():
-    node, key = c, k.split(".")
-    for part in key[:-1]:
-      node = node[part]
-    node[key[-1]] = v
+  set_keys(c, over)
   c.lock()
   return c
 

@@ -43,17 +43,12 @@ def test_word_errors_hand_cases():
 
 
 @pytest.fixture(scope="module")
-def flite_clips():
-  tts = pytest.importorskip("slm_jax.demo.tts")
-  try:
-    tts.ensure_flite()
-    fl = tts.Flite()
-  except tts.TTSUnavailable as e:
-    pytest.skip(str(e))
+def flite_clips(flite):
+  from slm_jax.demo.tts import FLITE_VOICES
   clips = []
-  for voice in tts.FLITE_VOICES:
+  for voice in FLITE_VOICES:
     for text in SENTENCES:
-      s = fl.synthesize(text, voice)
+      s = flite.synthesize(text, voice)
       assert s.sample_rate == 16000
       clips.append(s.audio)
   return clips

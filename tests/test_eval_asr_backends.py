@@ -20,16 +20,10 @@ MAX_NEW_TOKENS = 24
 
 
 @pytest.fixture(scope="module")
-def clips():
-  tts = pytest.importorskip("slm_jax.demo.tts")
-  try:
-    tts.ensure_flite()
-    fl = tts.Flite()
-  except tts.TTSUnavailable as e:
-    pytest.skip(str(e))
+def clips(flite):
   out = []
   for text, voice in CLIPS:
-    s = fl.synthesize(text, voice)
+    s = flite.synthesize(text, voice)
     assert s.sample_rate == asr.SAMPLE_RATE
     out.append(s.audio)
   return out

@@ -41,19 +41,15 @@ def _mesh():
 
 
 @pytest.mark.slow  # ~2 min on 2 busy cores: SmolLM2 loaded by us and by transformers, Whisper
-def test_genppl_smollm2_judge_matches_transformers(tmp_path, smollm2_dir, whisper_dir):
+def test_genppl_smollm2_judge_matches_transformers(tmp_path, smollm2_dir, whisper_dir, flite):
   import torch
   import transformers
-  tts = pytest.importorskip("slm_jax.demo.tts")
-  try:
-    tts.ensure_flite()
-    fl = tts.Flite()
-  except tts.TTSUnavailable as e:
-    pytest.skip(str(e))
+  from slm_jax.demo.tts import FLITE_VOICES
+  fl = flite
   wavs = tmp_path / "wavs"
   wavs.mkdir()
   for i, text in enumerate(SENTENCES[:8]):
-    sf.write(wavs / f"s{i}.wav", fl.synthesize(text, tts.FLITE_VOICES[i % 4]).audio, 16000)
+    sf.write(wavs / f"s{i}.wav", fl.synthesize(text, FLITE_VOICES[i % 4]).audio, 16000)
   res = gp.genppl_pipeline(str(tmp_path / "out"), smollm2_dir, wav_dir=str(wavs), asr_model=whisper_dir,
                            mesh=_mesh())
   rows = [json.loads(ln) for ln in (tmp_path / "out" / "transcripts.jsonl").read_text().splitlines()]
