@@ -16,7 +16,7 @@ INSTALL_REQUIRES = [
     "absl-py>=2.1,<3", "scipy>=1.13", "scikit-learn>=1.5", "tensorboardX>=2.6", "matplotlib>=3.8", "psutil>=5.9",
     "tqdm>=4.66",
 ]
-TEST_REQUIRES = ["torch>=2.11,<3", "pytest", "hypothesis", "joblib", "gguf", "accelerate", "nbclient", "nbformat",
+TEST_REQUIRES = ["torch>=2.11,<3", "pytest", "pytest-xdist>=3.5", "hypothesis", "joblib", "gguf", "accelerate", "nbclient", "nbformat",
                  "ipykernel", "trl>=1.16,<2", "faster-whisper>=1.2.1,<2"]
 EXTRAS = {
     "test": TEST_REQUIRES,

@@ -7,6 +7,7 @@ import pytest
 
 from repo_configs import ROOT, load_config, set_keys
 from slm_jax.train import aot, flops, trainer
+from xla_env import xla_flags
 
 
 def _tiny(**over):
@@ -106,7 +107,7 @@ def test_train_tool_exits_2_listing_the_dpo_problems(tmp_path):
   import subprocess
   import sys
   workdir = tmp_path / "run"
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1), JAX_PLATFORMS="cpu")
   env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
   cmd = [sys.executable, os.path.join(ROOT, "tools", "train.py"), "--config=configs/dpo_demo.py:tiny",
          f"--workdir={workdir}", "--config.tensorboard=False", "--config.dpo.beta=0", "--config.dpo.loss_type=hinge",

@@ -16,6 +16,7 @@ from repo_configs import load_config, set_keys
 from slm_jax.checkpoint import orbax_io
 from slm_jax.train import dpo, trainer
 from slm_jax.train.metrics import read_jsonl
+from xla_env import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 12
@@ -32,7 +33,7 @@ def test_dpo_configs_carry_slamkits_values():
 
 
 def _env():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1), JAX_PLATFORMS="cpu")
   env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
   return env
 

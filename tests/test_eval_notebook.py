@@ -15,6 +15,7 @@ import pytest
 from slm_jax import sharding
 from slm_jax.eval.scoring import pair_outcomes
 from test_eval_helpers import speech_checkpoint, torch_logprobs, write_gold, write_units
+from xla_env import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NB = os.path.join(ROOT, "tools", "evaluate_colab.ipynb")
@@ -71,7 +72,7 @@ def test_notebook_runs_headless(tmp_path, monkeypatch):
   env = {"SLM_JAX_CKPT": str(tmp_path / "ckpt"), "SLM_JAX_EVAL_DATA": str(tmp_path / "eval"),
          "SLM_JAX_BENCHMARKS": "swuggy,sblimp,tsc,cm_tsc", "SLM_JAX_RESULTS": str(tmp_path / "results.json"),
          "SLM_JAX_MAX_BUCKETS": "1", "SLM_JAX_MAX_NEW_TOKENS": "8",
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
+         "XLA_FLAGS": xla_flags(1), "JAX_PLATFORMS": "cpu"}
   for k, v in env.items():
     monkeypatch.setenv(k, v)
   with open(NB) as f:
@@ -157,7 +158,7 @@ def test_notebook_in_a_fresh_venv_keeps_its_jax(tmp_path, monkeypatch):
   env = {"JUPYTER_PATH": str(tmp_path / "jupyter"), "SLM_JAX_CKPT": str(tmp_path / "ckpt"),
          "SLM_JAX_EVAL_DATA": str(tmp_path / "eval"), "SLM_JAX_BENCHMARKS": "swuggy,tsc",
          "SLM_JAX_RESULTS": str(tmp_path / "results.json"), "SLM_JAX_MAX_BUCKETS": "1", "SLM_JAX_MAX_NEW_TOKENS": "4",
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
+         "XLA_FLAGS": xla_flags(1), "JAX_PLATFORMS": "cpu"}
   for k, v in env.items():
     monkeypatch.setenv(k, v)
   with open(NB) as f:

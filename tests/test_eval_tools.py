@@ -18,6 +18,7 @@ from slm_jax.eval.genppl import auto_bleu
 from slm_jax.eval.inputs import UnitsMissing
 from slm_jax.eval.scoring import pair_outcomes
 from test_eval_helpers import speech_checkpoint, torch_logprobs, torch_model, word_tokenizer, write_gold, write_units
+from xla_env import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADER = "filename,id,voice,frequency,word,phones,length,correct"
@@ -57,7 +58,7 @@ def test_evaluate_cli_matches_transformers_scores(ckpt):
   out, sub = ckpt["dir"] / "results.json", ckpt["dir"] / "sub"
   cmd = [sys.executable, os.path.join(ROOT, "tools", "evaluate.py"), f"--ckpt={ckpt['ckpt']}", "--benchmark=swuggy",
          f"--data_dir={ckpt['data']}", f"--out={out}", f"--submission_dir={sub}", "--max_buckets=2"]
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+  env = {**os.environ, "XLA_FLAGS": xla_flags(2), "JAX_PLATFORMS": "cpu"}
   p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
   assert p.returncode == 0, p.stderr[-3000:]
   # quiet: a short table on stdout (the full JSON goes to --out), no absl / Orbax / JAX INFO lines on stderr
@@ -98,7 +99,7 @@ def test_generate_cli_speech_continuations(ckpt):
   out = ckpt["dir"] / "gen.jsonl"
   cmd = [sys.executable, os.path.join(ROOT, "tools", "generate.py"), f"--ckpt={ckpt['ckpt']}", f"--prompts={prompts}",
          f"--out={out}", "--max_new_tokens=12", "--greedy", "--prompt_seconds=2"]
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
+  env = {**os.environ, "XLA_FLAGS": xla_flags(1), "JAX_PLATFORMS": "cpu"}
   p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
   assert p.returncode == 0, p.stderr[-3000:]
   recs = [json.loads(ln) for ln in out.read_text().splitlines()]

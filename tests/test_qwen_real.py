@@ -16,6 +16,7 @@ import pytest
 
 from slm_jax import assets
 from slm_jax.vocab import Encoder, extend_tokenizer
+from xla_env import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXTS = ["The capital of France is", "def fibonacci(n):\n    "]
@@ -45,7 +46,7 @@ def test_real_qwen_tokenizer_gives_the_spec_ids():
 
 
 def _tool(name, *args):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1), JAX_PLATFORMS="cpu")
   out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", name), *args], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=1200)
   assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]

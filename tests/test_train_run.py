@@ -20,6 +20,7 @@ from slm_jax.checkpoint import orbax_io
 from slm_jax.sharding import make_mesh
 from slm_jax.train import trainer
 from slm_jax.train.metrics import read_jsonl
+from xla_env import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"demo.py": [None, "synthetic", "tiny"], "sims_llama3_2_3b.py": [None, "runlocal"],
@@ -64,7 +65,7 @@ def _cmd(workdir, *extra):
 
 
 def _env():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1), JAX_PLATFORMS="cpu")
   env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
   return env
 
@@ -179,7 +180,7 @@ def test_two_processes_match_one_process_and_resume(tmp_path):
     with socket.socket() as s:
       s.bind(("localhost", 0))
       port = s.getsockname()[1]
-    env = dict(_env(), XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = dict(_env(), XLA_FLAGS=xla_flags(2))
     procs = [subprocess.Popen(_cmd(workdir, f"--config.total_steps={steps}", "--config.global_batch_size=8",
                                    "--config.checkpoint_every=5", f"--coordinator_address=localhost:{port}",
                                    "--num_processes=2", f"--process_id={i}"), cwd=ROOT, env=env,
@@ -193,7 +194,7 @@ def test_two_processes_match_one_process_and_resume(tmp_path):
       "commit_success.txt", "process_0-of-2.json", "process_1-of-2.json"]
   two(multi, STEPS)  # same workdir, longer: resumes from step 12 (the schedule length changes, that is fine)
   ref = subprocess.run(_cmd(single, "--config.total_steps=12", "--config.global_batch_size=8"), cwd=ROOT,
-                       env=dict(_env(), XLA_FLAGS="--xla_force_host_platform_device_count=4"), capture_output=True,
+                       env=dict(_env(), XLA_FLAGS=xla_flags(4)), capture_output=True,
                        text=True)
   assert ref.returncode == 0, ref.stdout[-3000:]
   got, want = _losses(multi), _losses(single)

@@ -12,6 +12,7 @@ import soundfile as sf
 from slm_jax.units import audio as audio_lib
 from slm_jax.units import extract
 from slm_jax.units.mfcc import MfccEncoder
+from xla_env import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -114,7 +115,7 @@ def test_tool_with_a_hf_hubert_folder_and_trusted_joblib(librivox_dir, tmp_path)
   km = sk.KMeans(n_clusters=6, n_init=1, random_state=0).fit(np.random.default_rng(0).standard_normal((100, 16)))
   joblib.dump(km, tmp_path / "km.bin")
   tool = [sys.executable, os.path.join(REPO, "tools", "extract_units.py")]
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as a user's laptop
+  env = dict(os.environ, XLA_FLAGS=xla_flags())  # one CPU device, as a user's laptop
   env["JAX_PLATFORMS"] = "cpu"
   r = subprocess.run(tool + [f"--convert_kmeans={tmp_path / 'km.bin'}", f"--kmeans_out={tmp_path / 'km.npy'}",
                              "--trust_pickled_kmeans"], capture_output=True, text=True, env=env)

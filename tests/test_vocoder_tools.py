@@ -10,6 +10,7 @@ import soundfile as sf
 
 from slm_jax.vocoder import records as vr
 from test_vocoder_speechbrain import GOLDEN, _convert
+from xla_env import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,7 +25,7 @@ def test_vocode_tool_matches_speechbrain(tmp_path):
     f.write(json.dumps({"units": u0.tolist(), "duration": [3] * len(u0), "file_name": "a/clip0.flac"}) + "\n")
     f.write(json.dumps({"audio_repr": "".join(f"<Un{u}>" for u in u1), "file_name": "clip1.wav"}) + "\n")
   out = tmp_path / "wavs"
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
+  env = {**os.environ, "XLA_FLAGS": xla_flags(1), "JAX_PLATFORMS": "cpu"}
   p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "vocode.py"), f"--units={feats}",
                       f"--vocoder={voc_dir}", f"--out_dir={out}", "--bucket_frames=128"],
                      capture_output=True, text=True, env=env, timeout=600)
@@ -63,7 +64,7 @@ def test_generate_cli_writes_a_wav_per_continuation(tmp_path):
     for i in range(2):
       f.write(json.dumps({"units": list(range(10 + i)), "duration": [10] * (10 + i), "file_name": f"p{i}.wav"}) + "\n")
   out = tmp_path / "gen" / "cont.jsonl"
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
+  env = {**os.environ, "XLA_FLAGS": xla_flags(1), "JAX_PLATFORMS": "cpu"}
   p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "generate.py"), f"--ckpt={ckpt}",
                       f"--prompts={prompts}", f"--out={out}", "--max_new_tokens=8", f"--vocoder={tmp_path / 'voc'}",
                       "--vocode_prompt"], capture_output=True, text=True, env=env, timeout=600)
