@@ -34,9 +34,14 @@ def _lock(name: str):
   """An exclusive lock on <cache>/.locks/<name> for as long as the block runs, so that two processes (test
   workers, tools started together) never build the same asset into the same staging paths at once: the second
   waits, then finds the first one's result."""
-  d = os.path.join(cache_dir(), ".locks")
-  os.makedirs(d, exist_ok=True)
-  with open(os.path.join(d, name), "a") as f:
+  try:
+    d = os.path.join(cache_dir(), ".locks")
+    os.makedirs(d, exist_ok=True)
+    f = open(os.path.join(d, name), "a")
+  except OSError:  # a read-only cache (prebuilt, shared): nothing will be written there, so nothing to guard
+    yield
+    return
+  with f:
     fcntl.flock(f, fcntl.LOCK_EX)
     try:
       yield

@@ -1,5 +1,7 @@
 """slm_jax.assets: named assets, the download cache, and the demo config naming its tokenizer."""
 import os
+import shutil
+import threading
 
 import pytest
 
@@ -49,3 +51,26 @@ def test_demo_config_names_its_tokenizer_and_validates_without_a_cached_folder(t
   with c.unlocked():
     c.vocab.tokenizer = "asset:nope"
   assert [p for p in validate.check_paths(c, resuming=False) if "unknown asset" in p]
+
+
+def test_asset_builds_exclude_each_other_and_a_read_only_cache_needs_no_lock(tmp_path, monkeypatch):
+  monkeypatch.setenv("SLM_JAX_FIXTURES", str(tmp_path))
+  got = threading.Event()
+
+  def second():
+    with assets._lock("botchan_path"):
+      got.set()
+
+  with assets._lock("botchan_path"):  # a first builder holds the asset's lock
+    t = threading.Thread(target=second)
+    t.start()
+    assert not got.wait(0.5), "a second builder of the same asset got in"
+    with assets._lock("cmudict_path"):  # other assets are not held up
+      pass
+  assert got.wait(10)
+  t.join()
+  # a cache where no lock can be made (here .locks is a file) still serves what it holds
+  shutil.rmtree(tmp_path / ".locks")
+  (tmp_path / ".locks").write_text("")
+  (tmp_path / "botchan.txt").write_text("Botchan")
+  assert assets.botchan_path() == str(tmp_path / "botchan.txt")
