@@ -3,7 +3,6 @@
 Config validation (one test per rule), one trainer per workdir, restoring past a damaged checkpoint, clean
 shutdown, and the bad inputs of the data, units, evaluation and conversion tools.
 """
-import importlib.util
 import json
 import os
 import re
@@ -15,25 +14,17 @@ import sys
 import pytest
 
 from slm_jax.train import validate
+from repo_configs import load_config, set_keys
 from xla_env import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tiny(**overrides):
-  spec = importlib.util.spec_from_file_location("demo", os.path.join(ROOT, "configs", "demo.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config("tiny")
+  c = load_config("demo", "tiny")
   c.unlock()
   c.global_batch_size, c.tensorboard = 8, False
-  for key, v in overrides.items():
-    node = c
-    *path, last = key.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+  return set_keys(c, overrides)
 
 
 def _problems(devices=8, workdir=None, **overrides):

@@ -1,6 +1,5 @@
 """Where a run starts (slm_jax.train.init): TWIST init from a HF folder with the vocabulary grown on the fly, from
 the conversion tool's Orbax checkpoint, and the SLAM speech-only 502-token vocabulary, against the HF tensors."""
-import importlib.util
 import os
 import shutil
 
@@ -10,27 +9,17 @@ import pytest
 import torch
 
 from hf_tiny import torch_model
+from repo_configs import load_config, set_keys
 from slm_jax.checkpoint.hf_to_orbax import convert_hf_to_orbax
 from slm_jax.model import preset
 from slm_jax.sharding import make_mesh
 from slm_jax.train.init import fresh_start
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def _config(name, arg=None, **kw):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", name + ".py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config(arg)
+  c = load_config(name, arg)
   c.unlock()
-  for k, v in kw.items():
-    *parents, leaf = k.split(".")
-    target = c
-    for part in parents:
-      target = target[part]
-    target[leaf] = v
-  return c
+  return set_keys(c, kw)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ with the last good checkpoint intact, and training checkpoints load with orbax_i
 Subprocess runs use tools/train.py on `configs/demo.py:tiny` (synthetic data, 2-layer model) on one CPU device.
 """
 import glob
-import importlib.util
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ from slm_jax.checkpoint import orbax_io
 from slm_jax.sharding import make_mesh
 from slm_jax.train import trainer
 from slm_jax.train.metrics import read_jsonl
+from repo_configs import load_config
 from xla_env import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,32 +28,25 @@ CONFIGS = {"demo.py": [None, "synthetic", "tiny"], "sims_llama3_2_3b.py": [None,
 STEPS = 60
 
 
-def _load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name[:-3], os.path.join(ROOT, "configs", name))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(arg)
-
-
 def test_every_config_loads_and_takes_run_overrides():
   for name, variants in CONFIGS.items():
     for arg in variants:
-      c = _load_config(name, arg)
+      c = load_config(name, arg)
       for key in ("total_steps", "checkpoint_every", "log_every", "token_budget", "max_wall_s", "eval_every"):
         assert key in c, (name, arg, key)
       c.total_steps, c.checkpoint_every, c.log_every = 40, 10, 1  # the overrides scripts use
       with pytest.raises(AttributeError):
         c.no_such_key = 1  # locked: a typo in an override fails
-  slam = _load_config("slam_qwen2_5_0_5b.py")
+  slam = load_config("slam_qwen2_5_0_5b.py")
   assert (slam.model.vocab_size, slam.seq_len, slam.optim.lr, slam.global_batch_size, slam.micro_batches,
           slam.total_steps, slam.optim.warmup_min_steps, slam.model.overrides.rope_theta) == (
               502, 1024, 1e-3, 128, 16, 17625, 100, 10000.0)
-  sims = _load_config("sims_llama3_2_3b.py")
+  sims = load_config("sims_llama3_2_3b.py")
   o = sims.optim
   assert (o.lr, o.min_lr, o.warmup_frac, o.clip_norm, o.b1, o.b2, o.eps, o.weight_decay, sims.seq_len) == (
       5e-4, 5e-5, 0.01, 0.5, 0.9, 0.999, 1e-8, 0.0, 2048)
   with pytest.raises(ValueError, match="variant"):
-    _load_config("sims_qwen2_5.py", None)
+    load_config("sims_qwen2_5.py", None)
 
 
 # ---------------------------------------------------------------- subprocess runs of tools/train.py
@@ -129,7 +122,7 @@ def test_resume_after_sigkill_and_sigterm_give_the_uninterrupted_losses(tmp_path
 # ---------------------------------------------------------------- in-process runs (8 simulated devices)
 
 def _tiny(**overrides):
-  c = _load_config("demo.py", "tiny")
+  c = load_config("demo.py", "tiny")
   c.unlock()
   c.global_batch_size, c.tensorboard = 8, False
   for k, v in overrides.items():
