@@ -214,7 +214,7 @@ def compile_report(config, cfg: ModelConfig, mesh, target: str, schedule_steps: 
   ma = compiled.memory_analysis()
   args, temp = ma.argument_size_in_bytes, ma.temp_size_in_bytes
   out_extra = ma.output_size_in_bytes - ma.alias_size_in_bytes  # outputs not written in place of donated args
-  total = args + temp + out_extra + ma.generated_code_size_in_bytes
+  total = _program_bytes(ma)
   state = state_bytes(prog.abstract_params) + state_bytes(prog.abstract_opt)
   rec.update(argument_gb=round(args / GB, 3), temp_gb=round(temp / GB, 3), output_extra_gb=round(out_extra / GB, 3))
   if prog.dpo is not None:
@@ -224,7 +224,7 @@ def compile_report(config, cfg: ModelConfig, mesh, target: str, schedule_steps: 
       # policy and optimizer state are resident: the total is the larger of the two peaks
       ref = device_bytes(prog.abstract_params)
       rma = compile_reference(config, prog, mesh).memory_analysis()
-      ref_peak = _program_bytes(rma) + device_bytes(prog.abstract_params) + device_bytes(prog.abstract_opt)
+      ref_peak = _program_bytes(rma) + ref + device_bytes(prog.abstract_opt)
       rec.update(train_step_gb=round(total / GB, 3), reference_params_gb=round(ref / GB, 3),
                  reference_forward_temp_gb=round(rma.temp_size_in_bytes / GB, 3),
                  reference_forward_peak_gb=round(ref_peak / GB, 3),
