@@ -7,6 +7,7 @@ Parameter paths mirror HF (`model.layers.3.self_attn.q_proj.kernel` <-> `...q_pr
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -105,6 +106,43 @@ ATTENTION_BLOCKS = 8
 MIN_ATTENTION_BLOCK = 32
 
 
+class Branches(NamedTuple):
+  """Static layout of shared-prefix rows: [prefix | branch 1 | ... | branch count], `prefix` and `length` positions
+  each. A branch's tokens attend to the prefix and to their own branch only, so one row holds a prompt once and
+  several continuations of it (DPO's chosen and rejected, `data.preference.shared_pair_row`); padding inside a
+  region has segment id 0."""
+  prefix: int
+  length: int
+  count: int = 2
+
+  @property
+  def total(self) -> int:
+    return self.prefix + self.count * self.length
+
+  def ids(self) -> np.ndarray:
+    """[total] region of each position: 0 in the prefix, k in branch k."""
+    return np.concatenate([np.zeros(self.prefix, np.int32)]
+                          + [np.full(self.length, k + 1, np.int32) for k in range(self.count)])
+
+  def visible(self) -> np.ndarray:
+    """[total, total] bool: key region visible from query region (prefix, or the query's own branch)."""
+    b = self.ids()
+    return (b[None, :] == 0) | (b[None, :] == b[:, None])
+
+  def key_blocks(self, block: int) -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """Query blocks (start, end, key ranges): each block of a region against the prefix and its own region up to
+    the block's end; the keys a block cannot see by causality or by branch are never computed."""
+    out = []
+    for r in range(self.count + 1):
+      start = 0 if r == 0 else self.prefix + (r - 1) * self.length
+      end = self.prefix if r == 0 else start + self.length
+      for i in range(start, end, block):
+        e = min(i + block, end)
+        ranges = [(0, e)] if start <= self.prefix else [(0, self.prefix), (start, e)]
+        out.append((i, e, [(a, b) for a, b in ranges if b > a]))
+    return out
+
+
 def resolve_attention_impl(impl: str, dtype: str, decoding: bool = False) -> str:
   """'auto' -> splash on TPU (XLA when decoding with a cache), cuDNN on GPU (bf16/fp16 compute), XLA
   otherwise; other names unchanged."""
@@ -118,12 +156,15 @@ def resolve_attention_impl(impl: str, dtype: str, decoding: bool = False) -> str
   return "xla"
 
 
-def attention(q, k, v, mask, impl: str, causal_only: bool, causal: bool = False):
+def attention(q, k, v, mask, impl: str, causal_only: bool, causal: bool | Branches = False):
   """q [B,T,N,H], k/v [B,S,K,H] -> [B,T,N,H]. mask: [B,T,S] bool (None when causal_only); for impl='splash'
   (self-attention only) the segment ids [B,T] instead (None: one causal document per row). causal: the mask
-  allows no key after its query (self-attention without a cache), so the XLA path may skip the upper triangle."""
+  allows no key after its query (self-attention without a cache), so the XLA path may skip the upper triangle;
+  a `Branches` layout (the mask holds its rule) also skips each branch's keys for the other branches' queries."""
   B, T = q.shape[:2]
   if impl == "splash":
+    if isinstance(causal, Branches):
+      raise ValueError("attention_impl='splash' has no shared-prefix (branch) mask: use xla or cudnn")
     return splash_attention(q, k, v, mask)
   if impl == "cudnn":
     if causal_only:
@@ -134,26 +175,36 @@ def attention(q, k, v, mask, impl: str, causal_only: bool, causal: bool = False)
   S = k.shape[1]
   if causal_only:
     mask = jnp.broadcast_to(jnp.tril(jnp.ones((T, S), bool), S - T)[None], (B, T, S))
-  if causal and T == S and T >= 2 * MIN_ATTENTION_BLOCK:
+  branches = causal if isinstance(causal, Branches) else None
+  if T == S and (branches is not None or (causal and T >= 2 * MIN_ATTENTION_BLOCK)):
     # query blocks against only the keys up to their end: the causal upper triangle is never computed, and each
     # block's scores are a fraction of the [B, heads, T, T] tensor (XLA:CPU: fwd+bwd 140 -> 74 ms per layer at
     # 16 x 256, tools/bench_dpo.py); softmax rows are the same, so is the result
     block = max(MIN_ATTENTION_BLOCK, -(-T // ATTENTION_BLOCKS))
-    outs = [_xla_attention(q[:, i:i + block], k[:, :i + block], v[:, :i + block], mask[:, i:i + block, :i + block])
-            for i in range(0, T, block)]
-    return jnp.concatenate(outs, axis=1)
+    blocks = (branches.key_blocks(block) if branches is not None else
+              [(i, min(i + block, T), [(0, min(i + block, T))]) for i in range(0, T, block)])
+    return _xla_attention(q, k, v, mask, blocks)
   return _xla_attention(q, k, v, mask)
 
 
-def _xla_attention(q, k, v, mask):
+def _xla_attention(q, k, v, mask, blocks=None):
+  """Softmax attention in head-major layout ([B, K, G, T, H]: q, k and v are transposed once, and each query
+  block reads contiguous slices; per block transposes cost fwd+bwd 110 -> 95 ms per layer at 16 x 256 on
+  XLA:CPU). blocks: (query start, end, key ranges) computed one by one; None: all queries against all keys."""
   B, T, N, H = q.shape
-  K = k.shape[2]
-  qg = q.reshape(B, T, K, N // K, H)
-  scores = jnp.einsum("btkgh,bskh->bkgts", qg, k, preferred_element_type=jnp.float32) / math.sqrt(H)
-  scores = jnp.where(mask[:, None, None], scores, NEG_INF)
-  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-  out = jnp.einsum("bkgts,bskh->btkgh", probs, v)
-  return out.reshape(B, T, N, H)
+  S, K = k.shape[1], k.shape[2]
+  qh = q.reshape(B, T, K, N // K, H).transpose(0, 2, 3, 1, 4)
+  kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+  cat = lambda xs, axis: xs[0] if len(xs) == 1 else jnp.concatenate(xs, axis=axis)  # noqa: E731
+  outs = []
+  for i, e, ranges in blocks or [(0, T, [(0, S)])]:
+    kb, vb = cat([kh[:, :, a:b] for a, b in ranges], 2), cat([vh[:, :, a:b] for a, b in ranges], 2)
+    mb = cat([mask[:, i:e, a:b] for a, b in ranges], 2)
+    scores = jnp.einsum("bkgth,bksh->bkgts", qh[:, :, :, i:e], kb, preferred_element_type=jnp.float32) / math.sqrt(H)
+    scores = jnp.where(mb[:, None, None], scores, NEG_INF)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    outs.append(jnp.einsum("bkgts,bksh->bkgth", probs, vb))
+  return cat(outs, 3).transpose(0, 3, 1, 2, 4).reshape(B, T, N, H)
 
 
 class Attention(nnx.Module):
@@ -167,7 +218,9 @@ class Attention(nnx.Module):
     self.shape = (N, K, H)
     self.impl = cfg.attention_impl
 
-  def __call__(self, x, cos, sin, mask, causal_only, cache=None, cache_index=None):
+  def __call__(self, x, cos, sin, mask, structure, cache=None, cache_index=None):
+    """structure (static): 'causal' (no mask: one causal document per row), 'mask' (`mask` says it all) or the
+    `Branches` layout of shared-prefix rows (with its rule in `mask`)."""
     B, T, _ = x.shape
     N, K, H = self.shape
     q = apply_rope(self.q_proj(x).reshape(B, T, N, H), cos, sin)
@@ -180,9 +233,12 @@ class Attention(nnx.Module):
       cache = {"k": k, "v": v}
       k, v = k.astype(q.dtype), v.astype(q.dtype)
     impl = resolve_attention_impl(self.impl, str(self.q_proj.dtype), decoding=cache is not None)
+    if impl == "splash" and isinstance(structure, Branches):
+      impl = "xla"  # 'auto' on TPU: splash has no branch mask (an explicit 'splash' fails in CausalLM._forward)
     if impl == "splash" and cache is not None:
       raise ValueError("attention_impl='splash' has no decoding path: use xla or auto for generation")
-    out = attention(q, k, v, mask, impl, causal_only, causal=cache is None)
+    causal = structure if isinstance(structure, Branches) else cache is None
+    out = attention(q, k, v, mask, impl, structure == "causal", causal=causal)
     return self.o_proj(out.reshape(B, T, N * H)), cache
 
 
@@ -206,8 +262,8 @@ class DecoderLayer(nnx.Module):
     self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg)
     self.mlp = MLP(cfg, rngs=rngs)
 
-  def __call__(self, x, cos, sin, mask, causal_only, cache=None, cache_index=None):
-    h, cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, causal_only, cache, cache_index)
+  def __call__(self, x, cos, sin, mask, structure, cache=None, cache_index=None):
+    h, cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, structure, cache, cache_index)
     x = constrain(x + h, ("batch", "length", "act_embed"))
     x = x + self.mlp(self.post_attention_layernorm(x))
     return constrain(x, ("batch", "length", "act_embed")), cache
@@ -229,28 +285,40 @@ class CausalLM(nnx.Module):
     self.lm_head = (None if cfg.tie_word_embeddings else
                     Linear(cfg.hidden_size, cfg.padded_vocab_size, ("embed", "vocab"), cfg, rngs=rngs))
 
-  def __call__(self, input_ids, positions=None, segment_ids=None) -> jax.Array:
+  def __call__(self, input_ids, positions=None, segment_ids=None, branches: Branches | None = None) -> jax.Array:
     """Final-norm hidden states [B, T, D].
 
     positions restart at each packed document; segment_ids (>= 1 for tokens, 0 for padding) keep documents apart.
-    Without segment_ids the row is one causal document.
+    Without segment_ids the row is one causal document. `branches`: rows of that shared-prefix layout (T equal to
+    its total), each branch attending to the prefix and itself; positions continue the prefix in every branch.
     """
-    return self._forward(input_ids, positions, segment_ids, None)[0]
+    return self._forward(input_ids, positions, segment_ids, None, branches)[0]
 
   def decode(self, input_ids, cache: dict, positions=None, segment_ids=None) -> tuple[jax.Array, dict]:
     """(hidden states [B, T, D], updated cache): the T new tokens attend to the cache (from `init_cache`) and
     themselves; prefill and one-token steps alike."""
     return self._forward(input_ids, positions, segment_ids, cache)
 
-  def _forward(self, input_ids, positions, segment_ids, cache):
+  def _forward(self, input_ids, positions, segment_ids, cache, branches=None):
     B, T = input_ids.shape
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32)[None], (B, T))
     x = constrain(self.model.embed_tokens(input_ids), ("batch", "length", "act_embed"))
     cos, sin = rope_cos_sin(positions, rope_inv_freq(self.cfg))
-    causal_only = segment_ids is None and cache is None
+    structure = "causal" if segment_ids is None and cache is None else "mask"
     mask, index = None, None
-    if cache is not None:
+    if branches is not None:
+      if cache is not None or T != branches.total:
+        raise ValueError(f"shared-prefix rows of {branches} are {branches.total} long without a cache, got length {T}"
+                         + (" with a cache" if cache is not None else ""))
+      if self.cfg.attention_impl == "splash":
+        raise ValueError("attention_impl='splash' has no shared-prefix (branch) mask: use xla or cudnn "
+                         "(config.model.attention_impl), or the standard DPO rows (dpo.shared_prompt=False)")
+      seg = jnp.ones((B, T), jnp.int32) if segment_ids is None else segment_ids
+      mask = (jnp.asarray(np.tril(np.ones((T, T), bool)) & branches.visible())[None]
+              & (seg[:, :, None] == seg[:, None, :]))
+      structure = branches
+    elif cache is not None:
       index = cache["index"]
       seg = jnp.ones((B, T), jnp.int32) if segment_ids is None else segment_ids.astype(jnp.int32)
       kv_seg = jax.lax.dynamic_update_slice(cache["segment_ids"], seg, (0, index))
@@ -264,22 +332,22 @@ class CausalLM(nnx.Module):
               & (segment_ids[:, :, None] == segment_ids[:, None, :]))
     new_layers = []
     if self.cfg.scan_layers and cache is None:
-      x = self._scan_layers(x, cos, sin, mask, causal_only)
+      x = self._scan_layers(x, cos, sin, mask, structure)
     else:
       for i, layer in enumerate(self.model.layers):
         layer_cache = None if cache is None else cache["layers"][i]
         if self.cfg.remat and cache is None:
           fn = nnx.remat(lambda l, *a: l(*a), static_argnums=(5,))
-          x, c = fn(layer, x, cos, sin, mask, causal_only)
+          x, c = fn(layer, x, cos, sin, mask, structure)
         else:
-          x, c = layer(x, cos, sin, mask, causal_only, layer_cache, index)
+          x, c = layer(x, cos, sin, mask, structure, layer_cache, index)
         new_layers.append(c)
     x = self.model.norm(x)
     if cache is None:
       return x, None
     return x, {"layers": new_layers, "segment_ids": kv_seg, "index": index + T}
 
-  def _scan_layers(self, x, cos, sin, mask, causal_only):
+  def _scan_layers(self, x, cos, sin, mask, structure):
     """The decoder layers as one `lax.scan` over their stacked states (one layer body to compile).
 
     Parameters stay stored per layer (checkpoints and the HF weight map are unchanged); the stack is formed
@@ -290,7 +358,7 @@ class CausalLM(nnx.Module):
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[nnx.state(l) for l in layers])
 
     def body(h, state):
-      h, _ = nnx.merge(graphdef, state)(h, cos, sin, mask, causal_only)
+      h, _ = nnx.merge(graphdef, state)(h, cos, sin, mask, structure)
       return h, None
 
     if self.cfg.remat:
