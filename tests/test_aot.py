@@ -110,6 +110,12 @@ def test_dpo_step_compiles_with_ref_logps_and_counts_the_reference_model(monkeyp
   pre = aot.compile_report(_dpo_tiny(**{"dpo.reference": "precomputed"}), cfg, mesh, "cpu x8")
   assert pre["dpo_reference"] == "precomputed" and "reference_params_gb" not in pre
   assert pre["total_gb"] == rec["train_step_gb"]  # the same step, no reference in memory
+  # shared-prompt rows: one per pair, 2 * 48 + 1 - 24 positions; still two reference log-probs per pair
+  shared = _dpo_tiny(**{"dpo.shared_prompt": True, "global_batch_size": 16})
+  b = aot.abstract_batch(shared, mesh)
+  assert b["input_ids"].shape == (8, 73) and b["ref_logps"].shape == (16,)
+  _, compiled = aot.compile_step(shared, cfg, mesh)
+  assert compiled.args_info[0][2]["input_ids"].shape == (8, 73)
 
 
 @pytest.mark.slow  # ~20 s: a tool process compiling the step and the reference forward (default suite kept under 15 min on 2 cores)

@@ -179,15 +179,15 @@ def test_loss_and_gradients_match_torch_and_trl(loss_type, ls):
       np.testing.assert_allclose(float(m[k]), metrics[k], rtol=1e-4, atol=1e-5, err_msg=k)
 
 
-def _program(mesh, lr, micro=1):
+def _program(mesh, lr, micro=1, branches=None):
   graphdef, abstract_state, shardings = model_shardings(CFG, mesh)
   param_sh = nnx.to_pure_dict(nnx.state(nnx.merge(graphdef, shardings), nnx.Param))
   abstract = abstract_like(nnx.to_pure_dict(nnx.state(nnx.merge(graphdef, abstract_state), nnx.Param)), param_sh)
   tx = optax.adam(lr)
   init, opt_sh = compile_opt_init(tx, abstract, param_sh, mesh)
-  step = dpo.jit_dpo_step(dpo.make_dpo_step(graphdef, tx, micro_batches=micro, beta=0.5, loss_chunk=8), mesh,
-                          param_sh, opt_sh)
-  ref = dpo.jit_ref_logps(dpo.make_ref_logps(graphdef, loss_chunk=8), mesh, param_sh)
+  step = dpo.jit_dpo_step(dpo.make_dpo_step(graphdef, tx, micro_batches=micro, beta=0.5, loss_chunk=8,
+                                            branches=branches), mesh, param_sh, opt_sh)
+  ref = dpo.jit_ref_logps(dpo.make_ref_logps(graphdef, loss_chunk=8, branches=branches), mesh, param_sh)
   return graphdef, param_sh, init, step, ref
 
 

@@ -31,6 +31,8 @@ def test_step_flops_count_the_reference_forward_only_when_it_runs():
   assert fwd == 75264
   assert flops.step_flops_per_token(c, cfg) == 4 * fwd            # reference='model' (the tiny default)
   assert flops.step_flops_per_token(_tiny(**{"dpo.reference": "precomputed"}), cfg) == 3 * fwd
+  # shared-prompt rows: a pair in 2 * 48 + 1 - 24 positions (max_prompt_len 24) instead of 2 * 48
+  assert flops.step_flops_per_token(_tiny(**{"dpo.shared_prompt": True}), cfg) == pytest.approx(4 * fwd * 73 / 96)
   lm = _tiny(objective="lm", **{"data.kind": "synthetic"})
   assert flops.step_flops_per_token(lm, cfg) == flops.flops_per_token(cfg, 48) == 3 * fwd
   # the trainer's MFU: 16 steps of 8 rows x 48 slots in 2 s on 1 device of peak 1e9 FLOP/s
@@ -71,6 +73,8 @@ def _one(got, *needles):
     ({"dpo.reference": "disk"}, ("config.dpo.reference='disk'", "model, precomputed")),
     ({"dpo.max_prompt_len": 48}, ("config.dpo.max_prompt_len=48", "below config.seq_len=48")),
     ({"dpo.max_prompt_len": -1}, ("config.dpo.max_prompt_len=-1", ">= 0")),
+    ({"dpo.shared_prompt": True, "model.attention_impl": "splash"}, ("config.dpo.shared_prompt=True",
+                                                                     "attention_impl", "splash")),
     ({"data.sources.preference": "/nonexistent/pref"}, ("'/nonexistent/pref'", "no such folder")),
     ({"data.sources.preference": os.path.join(ROOT, "data", "demo", "prepared", "text")},
      ("not preference pairs",)),
@@ -82,6 +86,10 @@ def test_each_dpo_rule_names_its_field(over, needles):
 
 def test_dpo_rules_that_need_processes_a_run_or_another_objective(tmp_path):
   _one(_problems(devices=4, process_count=4, global_batch_size=12), "6 pairs", "4 processes")
+  # shared-prompt rows are one per pair: 4 of them do not divide over 8 devices, 8 do
+  _one(_problems(devices=8, **{"dpo.shared_prompt": True}), "global_batch_size=8 makes 4 shared-prompt rows",
+       "1 x 8 devices")
+  assert _problems(devices=8) == [] == _problems(devices=8, global_batch_size=16, **{"dpo.shared_prompt": True})
   _one(_problems(objective="lm"), "config.data.kind='preference'", "objective='dpo', not 'lm'")
   # a resumed run with the reference in memory reloads it from config.init
   (tmp_path / "checkpoints" / "3").mkdir(parents=True)

@@ -114,3 +114,26 @@ def _state_after(prepared, kw, n):
   for _ in range(n):
     next(it)
   return it.get_state()
+
+
+def test_iterator_shared_prompt_rows_hold_each_pair_once(prepared):
+  """shared_prompt=True: the pairs of the two-row iterator, in the same order, one `shared_pair_row` each, with the
+  stored reference log-probs per sequence (chosen, rejected)."""
+  kw = dict(seq_len=16, global_batch_size=4, seed=3, max_prompt_len=6)
+  br = preference.shared_branches(16, 6)
+  rows = preference.PreferenceIterator(prepared, "train", LAYOUT, **kw)
+  shared = preference.PreferenceIterator(prepared, "train", LAYOUT, shared_prompt=True, **kw)
+  for _ in range(3):
+    a, b = next(rows), next(shared)
+    assert b["input_ids"].shape == (4, br.total) == (4, 2 * 16 + 1 - 6)
+    np.testing.assert_array_equal(b["record_index"], a["record_index"][0::2])
+    for r, i in enumerate(b["record_index"]):
+      want = preference.shared_pair_row(preference.decode(shared.source[int(i)]), LAYOUT, 16, 6)
+      for k in want:
+        np.testing.assert_array_equal(b[k][r], want[k][0], err_msg=k)
+    assert b["loss_mask"].sum() == a["loss_mask"].sum()  # the same continuation tokens count
+  ref = np.arange(22, dtype=np.float32).reshape(11, 2)
+  val = list(preference.PreferenceIterator(prepared, "train", LAYOUT, num_epochs=1, shuffle=False, ref_logps=ref,
+                                           shared_prompt=True, **kw))
+  assert len(val) == 3 and val[2]["record_index"].tolist() == [8, 9, 10, -1]
+  assert val[2]["ref_logps"].tolist() == [16, 17, 18, 19, 20, 21, 0, 0] and val[2]["loss_mask"][3].sum() == 0

@@ -110,3 +110,26 @@ def test_precomputed_reference_logps_stored_with_the_data_give_the_same_losses(t
       np.testing.assert_allclose([x["val_loss"], x["val_rewards/accuracies"]],
                                  [y["val_loss"], y["val_rewards/accuracies"]], rtol=1e-5)
   assert any("val_rewards/margins" in r for r in ra)
+
+
+def test_shared_prompt_rows_train_with_the_losses_of_two_rows(tmp_path):
+  """dpo.shared_prompt through the trainer (precomputed reference pass, steps, validation, MFU): the losses of
+  the two-row run. max_prompt_len 16 is below every demo prompt, so both layouts keep the same tokens."""
+  data = str(tmp_path / "pref")
+  shutil.copytree(PREF, data, ignore=shutil.ignore_patterns("reference_logps"))
+  over = {"data.sources.preference": data, "total_steps": 3, "eval_every": 3, "eval_batches": 2,
+          "checkpoint_every": 100, "dpo.max_prompt_len": 16, "dpo.reference": "precomputed",
+          "global_batch_size": 16}  # 8 pairs: 8 shared rows over the 8 test devices
+  trainer.train(_tiny(**over), str(tmp_path / "rows"))
+  trainer.train(_tiny(**over, **{"dpo.shared_prompt": True}), str(tmp_path / "shared"))
+  assert len(os.listdir(os.path.join(data, "reference_logps"))) == 2  # keyed by the layout too
+  ra, rb = (read_jsonl(str(tmp_path / d / "metrics.jsonl")) for d in ("rows", "shared"))
+  assert [r["step"] for r in ra] == [r["step"] for r in rb] == [1, 2, 3]
+  for x, y in zip(ra, rb):
+    for k in ("loss", "rewards/margins", "logps/chosen", "grad_norm") + (("val_loss", "val_logps/rejected")
+                                                                          if "val_loss" in x else ()):
+      np.testing.assert_allclose(x[k], y[k], rtol=2e-5, atol=1e-5, err_msg=k)
+    if isinstance(y.get("tokens_per_s"), float) and math.isfinite(y["tokens_per_s"]):
+      # MFU counts the positions computed: 2 * 48 + 1 - 16 per pair instead of 2 * 48, 3 forwards' worth
+      assert y["tflops_per_device"] * 1e12 * 8 / y["tokens_per_s"] == pytest.approx(3 * 75264 * 81 / 96, rel=1e-9)
+  assert any("val_loss" in r for r in rb)

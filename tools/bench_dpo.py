@@ -6,6 +6,10 @@ Model: hidden 256, intermediate 1024, 4 layers, 8 heads, 2 KV heads, q/k/v biase
 beta 0.1. Both sides start from the same weights, so their losses must agree (checked). The last line is one JSON
 object with jax_pairs_per_s, torch_pairs_per_s and ratio.
 
+--layout: how our side lays out the pairs. `shared` (default; config dpo.shared_prompt=True): one row per pair,
+the prompt once and the two continuations as branches that see the prompt and themselves only (417 positions per
+pair instead of 512). `rows`: two 256-token rows per pair, as the torch side (trl's layout) always has.
+
 Each side runs in its own process, as a user runs it (ours after `console.setup`, as every tool), and the two
 alternate for --rounds rounds, so that a shared machine's load falls on both; the figures are medians over all
 timed steps of a side.
@@ -25,6 +29,8 @@ _STEPS = flags.DEFINE_integer("steps", 4, "Timed steps per side (after 2 untimed
 _PAIRS = flags.DEFINE_integer("pairs", 8, "Preference pairs per step (two rows each).")
 _SEQ = flags.DEFINE_integer("seq_len", 256, "Row length.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating rounds (one process per side per round).")
+_LAYOUT = flags.DEFINE_enum("layout", "shared", ["shared", "rows"], "Our side's pair layout: shared-prompt rows "
+                            "(dpo.shared_prompt) or two rows per pair as torch.")
 _SIDE = flags.DEFINE_enum("side", "both", ["both", "jax", "torch"], "both: alternate the two sides in processes of "
                           "their own; jax / torch: run one side here and print its JSON line (what `both` calls).")
 _BETA = 0.1
@@ -36,16 +42,19 @@ def _config():
                 num_attention_heads=8, num_key_value_heads=2, head_dim=32, tie_word_embeddings=True)
 
 
-def _batch(pairs: int, T: int):
+_PROMPT = 96
+
+
+def _batch(pairs: int, T: int, shared: bool = False):
   import numpy as np
-  from slm_jax.data.preference import Pair, pair_rows
+  from slm_jax.data.preference import Pair, pair_rows, shared_pair_row
   from slm_jax.train.init import LAYOUTS
   rng = np.random.default_rng(0)
   rows = []
   for i in range(pairs):
     u = lambda n: rng.integers(0, 500, n).astype(np.int16)  # noqa: E731
-    p = Pair(str(i), u(96), u(int(rng.integers(64, 160))), u(int(rng.integers(64, 160))))
-    rows.append(pair_rows(p, LAYOUTS["slam"], T, max_prompt_len=96))
+    p = Pair(str(i), u(_PROMPT), u(int(rng.integers(64, 160))), u(int(rng.integers(64, 160))))
+    rows.append((shared_pair_row if shared else pair_rows)(p, LAYOUTS["slam"], T, max_prompt_len=_PROMPT))
   return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
 
 
@@ -60,7 +69,7 @@ def _time(fn, steps):
   return times
 
 
-def bench_jax(cfg, state_dict, batch, steps):
+def bench_jax(cfg, state_dict, batch, steps, branches=None):
   import jax
   from flax import nnx
   from slm_jax.checkpoint.hf_import import from_torch_state_dict
@@ -81,8 +90,9 @@ def bench_jax(cfg, state_dict, batch, steps):
   with jax.set_mesh(mesh):
     ref_params = jax.tree.map(lambda x: x.copy(), params)
   opt = init(params)
-  step = dpo.jit_dpo_step(dpo.make_dpo_step(graphdef, tx, beta=_BETA, loss_chunk=128), mesh, param_sh, opt_sh)
-  ref = dpo.jit_ref_logps(dpo.make_ref_logps(graphdef, loss_chunk=128), mesh, param_sh)
+  step = dpo.jit_dpo_step(dpo.make_dpo_step(graphdef, tx, beta=_BETA, loss_chunk=128, branches=branches), mesh,
+                          param_sh, opt_sh)
+  ref = dpo.jit_ref_logps(dpo.make_ref_logps(graphdef, loss_chunk=128, branches=branches), mesh, param_sh)
   gb = global_batch(batch, mesh)
   state = {"p": params, "o": opt, "losses": []}
 
@@ -133,14 +143,18 @@ def run_side(side: str) -> dict:
   import torch
   cfg = _config()
   tm = _torch_model(cfg)
-  batch = _batch(_PAIRS.value, _SEQ.value)
+  shared = side == "jax" and _LAYOUT.value == "shared"
+  batch = _batch(_PAIRS.value, _SEQ.value, shared)
   if side == "jax":
     from slm_jax import console
+    from slm_jax.data.preference import shared_branches
     console.setup()  # what every tool does first
-    times, losses = bench_jax(cfg, tm.state_dict(), batch, _STEPS.value)
+    branches = shared_branches(_SEQ.value, _PROMPT) if shared else None
+    times, losses = bench_jax(cfg, tm.state_dict(), batch, _STEPS.value, branches)
   else:
     times, losses = bench_torch(tm, batch, _STEPS.value)
   return {"side": side, "times": times, "losses": losses, "torch_threads": torch.get_num_threads(),
+          "positions": int(batch["input_ids"].size),
           "params": sum(p.numel() for p in tm.parameters())}
 
 
@@ -155,7 +169,7 @@ def main(argv):
   for r in range(_ROUNDS.value):
     for side in ("jax", "torch"):
       args = [sys.executable, os.path.abspath(__file__), f"--side={side}", f"--steps={_STEPS.value}",
-              f"--pairs={_PAIRS.value}", f"--seq_len={_SEQ.value}"]
+              f"--pairs={_PAIRS.value}", f"--seq_len={_SEQ.value}", f"--layout={_LAYOUT.value}"]
       out = subprocess.run(args, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
       if out.returncode:
         raise SystemExit(f"{side} side failed:\n{out.stderr[-3000:]}")
@@ -170,10 +184,13 @@ def main(argv):
   pairs = _PAIRS.value
   print(f"model: {runs['torch'][0]['params'] / 1e6:.2f}M params, {pairs} pairs x 2 rows x {_SEQ.value}; load average "
         f"{load:.1f} at start, {os.getloadavg()[0]:.1f} at end, on {os.cpu_count()} cores")
+  print(f"positions per step: slm_jax {runs['jax'][0]['positions']} ({_LAYOUT.value} layout), torch "
+        f"{runs['torch'][0]['positions']}")
   print(f"slm_jax: {t_jax * 1e3:.0f} ms per step, {pairs / t_jax:.2f} pairs/s")
   print(f"torch:   {t_torch * 1e3:.0f} ms per step, {pairs / t_torch:.2f} pairs/s")
   print(json.dumps({"jax_pairs_per_s": pairs / t_jax, "torch_pairs_per_s": pairs / t_torch, "ratio": t_torch / t_jax,
                     "jax_step_s": t_jax, "torch_step_s": t_torch, "tokens_per_step": _PAIRS.value * 2 * _SEQ.value,
+                    "layout": _LAYOUT.value, "jax_positions": runs["jax"][0]["positions"],
                     "rounds": _ROUNDS.value, "steps_per_round": _STEPS.value, "load_average": load,
                     "torch_threads": runs["torch"][0]["torch_threads"]}))
 

@@ -219,6 +219,52 @@ def pair_rows(pair: Pair | None, layout: VocabLayout, seq_len: int, max_prompt_l
   return out
 
 
+def shared_branches(seq_len: int, max_prompt_len: int | None = None):
+  """`Branches` of shared-prompt rows for pairs that fit `pair_rows(seq_len, max_prompt_len)`: the prompt but its
+  last token in a prefix of max_prompt_len - 1 positions, then chosen and rejected branches of seq_len + 1 -
+  max_prompt_len positions, each the prompt's last token and the continuation (the first target of a branch is
+  its first continuation token). 2 * seq_len + 1 - max_prompt_len positions in all, against 2 * seq_len."""
+  from slm_jax.model.transformer import Branches
+  m = max_prompt_len if max_prompt_len else seq_len // 2
+  if not 1 <= m < seq_len:
+    raise ValueError(f"max_prompt_len={m} must lie in [1, seq_len={seq_len})")
+  return Branches(prefix=m - 1, length=seq_len + 1 - m, count=2)
+
+
+def shared_pair_row(pair: Pair | None, layout: VocabLayout, seq_len: int, max_prompt_len: int | None = None) -> dict:
+  """One row [1, total] of the batch keys holding the pair once, in the `shared_branches` layout: the same tokens,
+  targets, positions and loss mask as the two rows of `pair_rows` (a branch's log-probs equal its row's), with
+  the prompt computed once. A continuation keeps at most seq_len + 1 - max_prompt_len tokens (with EOS; trl's
+  max_completion_length), where `pair_rows` lets one after a shorter prompt run to the row's end. `None` gives an
+  empty (all-padding) pair."""
+  br = shared_branches(seq_len, max_prompt_len)
+  out = {k: np.zeros((1, br.total), np.float32 if k == "loss_mask" else np.int8 if k == "kind" else np.int32)
+         for k in BATCH_KEYS}
+  if pair is None:
+    return out
+  prompt, conts = pair_sequences(pair, layout, seq_len, max_prompt_len)
+  if not len(prompt):
+    raise ValueError(f"pair {pair.pair_id!r}: empty prompt (no BOS and no units); a shared-prompt row needs one token")
+  p = len(prompt) - 1  # the prefix keeps all but the last prompt token
+  out["input_ids"][0, :p] = prompt[:-1]
+  out["targets"][0, :p] = prompt[1:]
+  out["segment_ids"][0, :p] = 1
+  out["positions"][0, :p] = np.arange(p)
+  for b, cont in enumerate(conts):
+    s = br.prefix + b * br.length
+    cont = cont[:br.length]
+    n = len(cont)  # inputs: the last prompt token and the continuation but its last token (EOS)
+    out["input_ids"][0, s:s + n] = np.concatenate([prompt[-1:], cont[:-1]])
+    out["targets"][0, s:s + n] = cont
+    out["loss_mask"][0, s:s + n] = 1.0
+    out["segment_ids"][0, s:s + n] = 1
+    out["positions"][0, s:s + n] = p + np.arange(n)
+  kind = layout.kinds(out["targets"][0])
+  kind[out["loss_mask"][0] == 0] = KIND_TEXT
+  out["kind"][0] = kind
+  return out
+
+
 class PreferenceIterator:
   """Host-local DPO batches: `global_batch_size` pairs per global batch -> [2 * pairs / process_count, seq_len].
 
@@ -226,12 +272,14 @@ class PreferenceIterator:
   i holds pairs i*B .. i*B+B-1 of that stream, this host's share the slice process_index of it. With a finite
   `num_epochs` the last batch is padded with empty pairs. The state is the batch index, so resumption is exact.
   `ref_logps` [num_records, 2] (chosen, rejected), or the path of an .npz holding one such array per split
-  (read at the first batch), adds the batch key `ref_logps`; `record_index` [rows] (-1 on padding) is always there.
+  (read at the first batch), adds the batch key `ref_logps` [2 * pairs] (chosen, rejected alternating);
+  `record_index` [rows] (-1 on padding) is always there. shared_prompt=True: one `shared_pair_row` per pair
+  instead of the two rows of `pair_rows`.
   """
 
   def __init__(self, data_dir: str, split: str, layout: VocabLayout, *, seq_len: int, global_batch_size: int,
                seed: int = 0, process_index: int = 0, process_count: int = 1, num_epochs: int | None = None,
-               shuffle: bool = True, max_prompt_len: int | None = None, ref_logps=None):
+               shuffle: bool = True, max_prompt_len: int | None = None, ref_logps=None, shared_prompt: bool = False):
     import grain
     manifest = records.read_manifest(data_dir)
     if manifest["kind"] != KIND:
@@ -247,6 +295,9 @@ class PreferenceIterator:
     self.batch, self.local = global_batch_size, global_batch_size // process_count
     self.first = process_index * self.local
     self.seed, self.shuffle, self.num_epochs, self.ref = seed, shuffle, num_epochs, ref_logps
+    self.shared = shared_prompt
+    if shared_prompt:
+      shared_branches(seq_len, max_prompt_len)  # checks the lengths now
     self.where = f"{data_dir} {split}"
     self.split = split
     self.index = 0
@@ -268,17 +319,18 @@ class PreferenceIterator:
     if self.n == 0 or (end is not None and start >= end):
       raise StopIteration
     rows, idx = [], []
+    make = shared_pair_row if self.shared else pair_rows
     for g in range(start + self.first, start + self.first + self.local):
       r = self.record(g) if end is None or g < end else None
-      rows.append(pair_rows(None if r is None else decode(self.source[r]), self.layout, self.seq_len,
-                            self.max_prompt_len))
-      idx += [-1, -1] if r is None else [r, r]
+      rows.append(make(None if r is None else decode(self.source[r]), self.layout, self.seq_len,
+                       self.max_prompt_len))
+      idx.append(-1 if r is None else r)
     self.index += 1
     out = {k: np.concatenate([r[k] for r in rows]) for k in BATCH_KEYS}
-    out["record_index"] = np.asarray(idx, np.int32)
+    out["record_index"] = np.repeat(np.asarray(idx, np.int32), 1 if self.shared else 2)
     if self.ref is not None:
       ref = self._ref()
-      out["ref_logps"] = np.asarray([0.0 if i < 0 else ref[i, j % 2] for j, i in enumerate(idx)], np.float32)
+      out["ref_logps"] = np.concatenate([ref[i] if i >= 0 else np.zeros(2, np.float32) for i in idx])
     return out
 
   def _ref(self) -> np.ndarray:

@@ -47,7 +47,9 @@ def base_config() -> ml_collections.ConfigDict:
       beta=0.1, loss_type="sigmoid",  # sigmoid | ipo
       label_smoothing=0.0,      # > 0: conservative DPO (sigmoid loss)
       reference="model",        # model: frozen copy of the init in memory | precomputed: a first pass stores them
-      max_prompt_len=0))        # prompts keep their last tokens; 0: seq_len // 2
+      max_prompt_len=0,         # prompts keep their last tokens; 0: seq_len // 2
+      shared_prompt=False))     # True: one row per pair, prompt computed once (same loss; continuations cut to
+                                # seq_len + 1 - max_prompt_len tokens); needs attention_impl xla, cudnn or auto
   c.seq_len = 2048
   c.global_batch_size = 64      # sequences per optimizer step, over all devices and micro-batches
   c.micro_batches = 1           # gradient accumulation steps inside one jit'd step

@@ -37,6 +37,7 @@ def make_iterator(config, layout: VocabLayout, tokenizer, split: str, *, num_epo
     kw["global_batch_size"] //= 2
     return PreferenceIterator(d.sources.preference, split, layout, num_epochs=num_epochs, shuffle=split == "train",
                               max_prompt_len=config.dpo.max_prompt_len or None,
+                              shared_prompt=config.dpo.get("shared_prompt", False),
                               ref_logps=reference_path(config, reference_fingerprint)
                               if config.dpo.reference == "precomputed" else None,
                               **kw)

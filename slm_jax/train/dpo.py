@@ -2,9 +2,14 @@
 
 Batches hold pairs as consecutive rows: row 2i is prompt + chosen continuation of pair i, row 2i+1 the same
 prompt + rejected continuation (the keys of `step.BATCH_KEYS`, `loss_mask` = 1 only where the target is a
-continuation token, so prompt tokens never count), plus `ref_logps` [rows]: the reference model's summed
+continuation token, so prompt tokens never count), plus `ref_logps` [2 * pairs]: the reference model's summed
 log-probs of the same continuation tokens, from `make_ref_logps` (reference model in memory) or stored with the
 data by a first pass (only one model in memory). The log-probs come from `loss.token_logprobs`.
+
+Shared-prompt rows (dpo.shared_prompt, `branches` here): one row per pair, the prompt once and the chosen and
+rejected continuations as two branches that each see the prompt and themselves only (`data.preference.
+shared_pair_row`, `model.transformer.Branches`); the same log-probs, loss and gradients with the prompt's tokens
+computed once instead of twice. `ref_logps` stays [2 * pairs] (chosen, rejected alternating).
 
 Losses (h = (pi_c - ref_c) - (pi_r - ref_r), summed continuation log-probs; trl's names):
   sigmoid  -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h)    (eps = label_smoothing: conservative DPO)
@@ -56,13 +61,25 @@ def check_options(beta: float, loss_type: str, label_smoothing: float) -> None:
     raise ValueError("; ".join(found))
 
 
-def sequence_logps(graphdef, params, batch: dict, loss_chunk: int = 512) -> tuple[jax.Array, jax.Array]:
-  """(sum of log p over each row's continuation tokens [rows], per-token log p [rows, T])."""
+def sequence_sums(x: jax.Array, branches=None) -> jax.Array:
+  """[rows, T] -> [2 * pairs] sums over each sequence (chosen, rejected alternating): a row's, or with
+  shared-prompt rows (`branches`) each branch's."""
+  if branches is None:
+    return x.sum(-1)
+  if branches.count != 2:
+    raise ValueError(f"DPO rows hold 2 branches (chosen, rejected), got {branches}")
+  P, L = branches.prefix, branches.length
+  return jnp.stack([x[:, P + b * L:P + (b + 1) * L].sum(-1) for b in range(2)], axis=1).reshape(-1)
+
+
+def sequence_logps(graphdef, params, batch: dict, loss_chunk: int = 512,
+                   branches=None) -> tuple[jax.Array, jax.Array]:
+  """(sum of log p over each sequence's continuation tokens [2 * pairs], per-token log p [rows, T])."""
   model = nnx.merge(graphdef, params)
-  hidden = model(batch["input_ids"], batch["positions"], batch["segment_ids"])
+  hidden = model(batch["input_ids"], batch["positions"], batch["segment_ids"], branches=branches)
   lp = token_logprobs(model, hidden, batch["targets"], chunk_size=loss_chunk)
   lp = jnp.where(batch["loss_mask"] > 0, lp, 0.0)
-  return lp.sum(-1), lp
+  return sequence_sums(lp, branches), lp
 
 
 def dpo_loss(policy_logps: jax.Array, ref_logps: jax.Array, counts: jax.Array, beta: float,
@@ -89,22 +106,26 @@ def dpo_loss(policy_logps: jax.Array, ref_logps: jax.Array, counts: jax.Array, b
   return losses, metrics
 
 
-def split_pairs(batch: dict, n: int) -> dict:
-  """[rows, ...] -> [n, rows / n, ...] keeping each pair's two rows together (micro-batch k: pairs k, k+n, ...)."""
+def split_pairs(batch: dict, n: int, branches=None) -> dict:
+  """[rows, ...] -> [n, rows / n, ...] keeping each pair's rows and values together (micro-batch k: pairs k, k+n,
+  ...): two rows per pair, or one shared-prompt row (`branches`); `ref_logps` has two values per pair."""
+  rows = batch["input_ids"].shape[0]
+  pairs = rows if branches is not None else rows // 2
+  if pairs % n:
+    raise ValueError(f"{pairs} pairs do not divide into micro_batches={n}")
+
   def one(x):
-    pairs = x.shape[0] // 2
-    if pairs % n:
-      raise ValueError(f"{pairs} pairs do not divide into micro_batches={n}")
-    y = x.reshape(pairs // n, n, 2, *x.shape[1:]).swapaxes(0, 1).reshape(n, 2 * (pairs // n), *x.shape[1:])
+    per = x.shape[0] // pairs
+    y = x.reshape(pairs // n, n, per, *x.shape[1:]).swapaxes(0, 1).reshape(n, per * (pairs // n), *x.shape[1:])
     return constrain(y, (None, "batch", "length")[:y.ndim])
   return {k: one(v) for k, v in batch.items()}
 
 
-def _pair_sums(graphdef, params, mb, beta, loss_type, label_smoothing, loss_chunk, valid):
+def _pair_sums(graphdef, params, mb, beta, loss_type, label_smoothing, loss_chunk, valid, branches=None):
   """(sum of pair losses, aux sums) of one micro-batch; `valid` [pairs] drops empty padding pairs."""
-  logps, lp = sequence_logps(graphdef, params, mb, loss_chunk)
+  logps, lp = sequence_logps(graphdef, params, mb, loss_chunk, branches)
   m = mb["loss_mask"].astype(jnp.float32)
-  counts = m.sum(-1)
+  counts = sequence_sums(m, branches)
   losses, per_pair = dpo_loss(logps, mb["ref_logps"].astype(jnp.float32), counts, beta, loss_type,
                               label_smoothing)
   losses = jnp.where(valid, losses, 0.0)
@@ -113,25 +134,25 @@ def _pair_sums(graphdef, params, mb, beta, loss_type, label_smoothing, loss_chun
   return losses.sum(), (sums, valid.astype(jnp.float32).sum(), m.sum(), kind_sum, kind_count)
 
 
-def pair_valid(batch: dict) -> jax.Array:
+def pair_valid(batch: dict, branches=None) -> jax.Array:
   """[pairs] bool: pairs with at least one label (empty padding pairs are False)."""
   m = batch["loss_mask"]
-  return m.reshape(-1, 2, m.shape[-1]).sum((1, 2)) > 0
+  return (m.sum(-1) if branches is not None else m.reshape(-1, 2, m.shape[-1]).sum((1, 2))) > 0
 
 
 def batch_loss(graphdef, params, batch: dict, *, beta: float = 0.1, loss_type: str = "sigmoid",
-               label_smoothing: float = 0.0, loss_chunk: int = 512) -> tuple[jax.Array, dict]:
+               label_smoothing: float = 0.0, loss_chunk: int = 512, branches=None) -> tuple[jax.Array, dict]:
   """(mean DPO loss over the batch's pairs, trl metrics averaged over them): the objective of `make_dpo_step`."""
-  valid = pair_valid(batch)
+  valid = pair_valid(batch, branches)
   total, (sums, pairs, _, _, _) = _pair_sums(graphdef, params, batch, beta, loss_type, label_smoothing, loss_chunk,
-                                             valid)
+                                             valid, branches)
   n = jnp.maximum(pairs, 1.0)
   return total / n, {k: v / n for k, v in sums.items()}
 
 
 def make_dpo_step(graphdef, tx: optax.GradientTransformation, lr_fn: Callable | None = None, *, beta: float = 0.1,
                   loss_type: str = "sigmoid", label_smoothing: float = 0.0, micro_batches: int = 1,
-                  loss_chunk: int = 512, nan_at_step: int = 0):
+                  loss_chunk: int = 512, nan_at_step: int = 0, branches=None):
   """step(params, opt_state, batch, step) -> (params, opt_state, metrics), like `step.make_train_step`.
 
   The loss is the mean over the global batch's pairs (also across micro-batches); `count` is the number of
@@ -141,10 +162,11 @@ def make_dpo_step(graphdef, tx: optax.GradientTransformation, lr_fn: Callable | 
 
   def step(params, opt_state, batch, step_no):
     batch = {k: batch[k] for k in DPO_KEYS}
-    pairs_total = batch["input_ids"].shape[0] // 2
+    pairs_total = batch["ref_logps"].shape[0] // 2
 
     def loss_fn(p, mb):
-      total, aux = _pair_sums(graphdef, p, mb, beta, loss_type, label_smoothing, loss_chunk, pair_valid(mb))
+      total, aux = _pair_sums(graphdef, p, mb, beta, loss_type, label_smoothing, loss_chunk,
+                              pair_valid(mb, branches), branches)
       if nan_at_step > 0:
         total = total * jnp.where(step_no + 1 == nan_at_step, jnp.nan, 1.0)
       return total / pairs_total, (total, aux)
@@ -161,7 +183,7 @@ def make_dpo_step(graphdef, tx: optax.GradientTransformation, lr_fn: Callable | 
       zeros_g = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), params)
       zeros_a = (jnp.zeros(()), ({k: jnp.zeros(()) for k in METRIC_NAMES}, jnp.zeros(()), jnp.zeros(()),
                                  jnp.zeros(3), jnp.zeros(3)))
-      (grads, (total, aux)), _ = jax.lax.scan(body, (zeros_g, zeros_a), split_pairs(batch, micro_batches))
+      (grads, (total, aux)), _ = jax.lax.scan(body, (zeros_g, zeros_a), split_pairs(batch, micro_batches, branches))
     sums, pairs, count, kind_sum, kind_count = aux
     scale = pairs_total / jnp.maximum(pairs, 1.0)  # padding pairs (validation) are not in the mean
     grads = jax.tree.map(lambda g, p: (g * scale).astype(p.dtype), grads, params)
@@ -181,23 +203,23 @@ def make_dpo_step(graphdef, tx: optax.GradientTransformation, lr_fn: Callable | 
 
 
 def make_dpo_eval_step(graphdef, *, beta: float = 0.1, loss_type: str = "sigmoid", label_smoothing: float = 0.0,
-                       loss_chunk: int = 512):
+                       loss_chunk: int = 512, branches=None):
   """eval(params, batch) -> sums: nll (DPO loss) and count (pairs), so val_loss = mean pair loss; kind_nll /
   kind_count (policy NLL of the continuations); the trl metrics summed over pairs."""
   check_options(beta, loss_type, label_smoothing)
 
   def evaluate(params, batch):
     total, (sums, pairs, _, ks, kc) = _pair_sums(graphdef, params, batch, beta, loss_type, label_smoothing,
-                                                  loss_chunk, pair_valid(batch))
+                                                  loss_chunk, pair_valid(batch, branches), branches)
     return {"nll": total, "count": pairs, "kind_nll": ks, "kind_count": kc, **sums}
 
   return evaluate
 
 
-def make_ref_logps(graphdef, loss_chunk: int = 512):
-  """ref(params, batch) -> summed continuation log-probs [rows] (no gradient): the reference forward."""
+def make_ref_logps(graphdef, loss_chunk: int = 512, branches=None):
+  """ref(params, batch) -> summed continuation log-probs [2 * pairs] (no gradient): the reference forward."""
   def ref(params, batch):
-    return jax.lax.stop_gradient(sequence_logps(graphdef, params, batch, loss_chunk)[0])
+    return jax.lax.stop_gradient(sequence_logps(graphdef, params, batch, loss_chunk, branches)[0])
   return ref
 
 
@@ -208,7 +230,7 @@ def _batch_shardings(mesh: Mesh, keys) -> dict:
 
 
 def jit_dpo_step(step_fn, mesh: Mesh, param_shardings, opt_shardings):
-  """`step.jit_train_step` of a DPO step: the batch with `ref_logps` (one value per row)."""
+  """`step.jit_train_step` of a DPO step: the batch with `ref_logps` (one value per sequence, 2 per pair)."""
   return jit_train_step(step_fn, mesh, param_shardings, opt_shardings, _batch_shardings(mesh, DPO_KEYS))
 
 
@@ -217,7 +239,7 @@ def jit_dpo_eval(eval_fn, mesh: Mesh, param_shardings):
 
 
 def jit_ref_logps(ref_fn, mesh: Mesh, param_shardings):
-  """jax.jit of the reference forward; run(ref_params, batch) -> [rows] sharded like the batch rows."""
+  """jax.jit of the reference forward; run(ref_params, batch) -> [2 * pairs] sharded like the batch rows."""
   jitted = jax.jit(ref_fn, in_shardings=(param_shardings, _batch_shardings(mesh, BATCH_KEYS)),
                    out_shardings=_batch_shardings(mesh, ("ref_logps",))["ref_logps"])
 
@@ -230,7 +252,7 @@ def jit_ref_logps(ref_fn, mesh: Mesh, param_shardings):
 
 
 def abstract_ref_logps(rows: int, mesh: Mesh) -> jax.ShapeDtypeStruct:
-  """The batch key `ref_logps` of a DPO step: one float32 per row, sharded like the rows."""
+  """The batch key `ref_logps` of a DPO step: one float32 per sequence (2 per pair), sharded like the rows."""
   return jax.ShapeDtypeStruct((rows,), np.float32, sharding=_batch_shardings(mesh, ("ref_logps",))["ref_logps"])
 
 
@@ -258,6 +280,23 @@ class DPOParts:
 
 
 REFERENCES = ("model", "precomputed")
+
+
+def config_branches(config):
+  """The `Branches` of the run's shared-prompt rows (config.dpo.shared_prompt), else None (two rows per pair)."""
+  if config.get("objective", "lm") != "dpo" or not config.dpo.get("shared_prompt", False):
+    return None
+  from slm_jax.data.preference import shared_branches
+  return shared_branches(config.seq_len, config.dpo.max_prompt_len or None)
+
+
+def batch_shape(config) -> tuple[int, int]:
+  """(rows, row length) of a global DPO batch: global_batch_size rows of seq_len (2 per pair), or with
+  shared_prompt one row per pair of `config_branches(config).total`."""
+  br = config_branches(config)
+  if br is None:
+    return config.global_batch_size, config.seq_len
+  return config.global_batch_size // 2, br.total
 
 
 def config_problems(config, process_count: int = 1) -> list[str]:
@@ -291,6 +330,9 @@ def config_problems(config, process_count: int = 1) -> list[str]:
   elif isinstance(c.seq_len, int) and c.seq_len >= 1 and m >= c.seq_len:
     out.append(f"config.dpo.max_prompt_len={m} must be below config.seq_len={c.seq_len} (no room for the "
                "continuation)")
+  if d.get("shared_prompt", False) and c.model.get("attention_impl", "auto") == "splash":
+    out.append("config.dpo.shared_prompt=True needs attention_impl xla, cudnn or auto (the splash kernel has no "
+               "branch mask): set config.model.attention_impl, or shared_prompt=False")
   return out
 
 
@@ -300,11 +342,14 @@ def build_steps(config, graphdef, tx, lr_fn, mesh: Mesh, param_shardings, opt_sh
   found = config_problems(config)
   if found:
     raise ValueError("invalid DPO config: " + "; ".join(found))
-  kw = dict(beta=d.beta, loss_type=d.loss_type, label_smoothing=d.label_smoothing, loss_chunk=config.loss_chunk)
+  branches = config_branches(config)
+  kw = dict(beta=d.beta, loss_type=d.loss_type, label_smoothing=d.label_smoothing, loss_chunk=config.loss_chunk,
+            branches=branches)
   step = jit_dpo_step(make_dpo_step(graphdef, tx, lr_fn, micro_batches=config.micro_batches,
                                     nan_at_step=config.inject_nan_at_step, **kw), mesh, param_shardings, opt_shardings)
   ev = jit_dpo_eval(make_dpo_eval_step(graphdef, **kw), mesh, param_shardings)
-  parts = DPOParts(jit_ref_logps(make_ref_logps(graphdef, config.loss_chunk), mesh, param_shardings), d.reference)
+  parts = DPOParts(jit_ref_logps(make_ref_logps(graphdef, config.loss_chunk, branches), mesh, param_shardings),
+                   d.reference)
 
   def train_step(params, opt_state, batch, step_no):
     return step(params, opt_state, parts.with_ref(batch), step_no)
@@ -363,6 +408,7 @@ def reference_path(config, fingerprint: str) -> str:
   c = config
   key = json.dumps({"init": c.init.to_dict(), "model": c.model.to_dict(), "vocab": c.vocab.to_dict(),
                     "seed": c.seed, "seq_len": c.seq_len, "max_prompt_len": c.dpo.max_prompt_len,
+                    "shared_prompt": c.dpo.get("shared_prompt", False),
                     "precision": c.precision, "weights": fingerprint}, sort_keys=True, default=str)
   name = hashlib.sha256(key.encode()).hexdigest()[:16]
   return os.path.join(c.data.sources.preference, "reference_logps", f"{name}.npz")
@@ -391,14 +437,16 @@ def precompute_reference(config, prog, layout, params, path: str, fingerprint: s
     it = PreferenceIterator(config.data.sources.preference, split, layout, seq_len=config.seq_len,
                             global_batch_size=config.global_batch_size // 2, seed=config.seed,
                             process_index=jax.process_index(), process_count=jax.process_count(), num_epochs=1,
-                            shuffle=False, max_prompt_len=config.dpo.max_prompt_len or None)
+                            shuffle=False, max_prompt_len=config.dpo.max_prompt_len or None,
+                            shared_prompt=config_branches(config) is not None)
     ref = np.zeros((it.n, 2), np.float32)
     for b in it:
       lp = prog.dpo.ref_run(params, global_batch(b, prog.mesh))
-      lp = np.asarray(multihost_utils.process_allgather(lp, tiled=True))
+      lp = np.asarray(multihost_utils.process_allgather(lp, tiled=True)).reshape(-1, 2)  # [pairs, 2]
       idx = np.asarray(multihost_utils.process_allgather(b["record_index"], tiled=True))
+      idx = idx.reshape(len(lp), -1)[:, 0]  # rows -> pairs
       for j in np.flatnonzero(idx >= 0):
-        ref[idx[j], j % 2] = lp[j]
+        ref[idx[j]] = lp[j]
     out[split] = ref
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -40,10 +40,15 @@ def flops_per_token(cfg: ModelConfig, seq_len: int, training: bool = True) -> fl
 def step_flops_per_token(config, cfg: ModelConfig) -> float:
   """FLOPs per row slot of one step of the run `config` (ml_collections) trains with model `cfg`: the training
   step (`flops_per_token`), plus one forward of the frozen reference on every row when config.objective='dpo'
-  with dpo.reference='model' (the hardware work MFU counts); a precomputed reference runs no forward in the step."""
+  with dpo.reference='model' (the hardware work MFU counts); a precomputed reference runs no forward in the step.
+  Shared-prompt DPO rows (dpo.shared_prompt) hold a pair in 2 * seq_len + 1 - max_prompt_len positions instead of
+  2 * seq_len: the figure is scaled by that ratio."""
   fpt = flops_per_token(cfg, config.seq_len)
   if config.get("objective", "lm") == "dpo" and config.dpo.reference == "model":
     fpt += flops_per_token(cfg, config.seq_len, training=False)
+  if config.get("objective", "lm") == "dpo" and config.dpo.get("shared_prompt", False):
+    from slm_jax.train.dpo import config_branches
+    fpt *= config_branches(config).total / (2 * config.seq_len)
   return fpt
 
 

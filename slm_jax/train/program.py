@@ -72,12 +72,15 @@ def build_program(config, cfg: ModelConfig, mesh: Mesh, schedule_steps: int) -> 
 
 def abstract_batch(config, mesh: Mesh, *, with_ref: bool = True) -> dict:
   """ShapeDtypeStructs of one global training batch (the trainer's batch keys and dtypes) on `mesh`; objective
-  'dpo' adds `ref_logps` (one float32 per row) unless with_ref=False (the reference forward's input)."""
+  'dpo' adds `ref_logps` (one float32 per sequence) unless with_ref=False (the reference forward's input), and
+  with dpo.shared_prompt has one row per pair (`dpo.batch_shape`)."""
   sh = step_lib.batch_sharding(mesh)
-  one_row = empty_batch(1, config.seq_len)
-  out = {k: jax.ShapeDtypeStruct((config.global_batch_size, config.seq_len), v.dtype, sharding=sh)
-         for k, v in one_row.items()}
-  if config.get("objective", "lm") == "dpo" and with_ref:
+  shape = (config.global_batch_size, config.seq_len)
+  if config.get("objective", "lm") == "dpo":
     from slm_jax.train import dpo
+    shape = dpo.batch_shape(config)
+  one_row = empty_batch(1, shape[1])
+  out = {k: jax.ShapeDtypeStruct(shape, v.dtype, sharding=sh) for k, v in one_row.items()}
+  if config.get("objective", "lm") == "dpo" and with_ref:
     out["ref_logps"] = dpo.abstract_ref_logps(config.global_batch_size, mesh)
   return out

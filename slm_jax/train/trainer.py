@@ -319,7 +319,9 @@ def evaluate(config, start: Start, params) -> dict:
       if not _any_process(b is not None):
         break
       if b is None:
-        b = data_lib.empty_batch(config.global_batch_size // jax.process_count(), config.seq_len)
+        rows, length = (dpo.batch_shape(config) if config.get("objective", "lm") == "dpo"
+                        else (config.global_batch_size, config.seq_len))
+        b = data_lib.empty_batch(rows // jax.process_count(), length)
     elif b is None:
       break
     out = start.prog.eval_step(params, data_lib.global_batch(b, mesh))

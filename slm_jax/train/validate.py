@@ -105,8 +105,11 @@ def check_batch(c, device_count: int | None, process_count: int = 1) -> list[str
     return out
   shape, problems = resolve_mesh(c, device_count)
   out += problems
-  if shape is not None and b % (shape["data"] * shape["fsdp"]):
-    out.append(f"config.global_batch_size={b} does not divide over the mesh's data x fsdp = "
+  rows, what = b, f"config.global_batch_size={b} does"
+  if c.get("objective", "lm") == "dpo" and c.get("dpo", {}).get("shared_prompt", False) is True:
+    rows, what = b // 2, f"config.global_batch_size={b} makes {b // 2} shared-prompt rows (dpo.shared_prompt), which do"
+  if shape is not None and rows % (shape["data"] * shape["fsdp"]):
+    out.append(f"{what} not divide over the mesh's data x fsdp = "
                f"{shape['data']} x {shape['fsdp']} devices (mesh {shape} on {device_count} devices)")
   return out
 
