@@ -16,6 +16,7 @@ from slm_jax.model import create_model
 from slm_jax.model import transformer as tr
 from slm_jax.train import dpo
 from test_dpo import CFG, LAYOUT, ONE, T, _pairs, _program, _torch_loss
+from test_model import assert_blocked_attention_equals_full
 
 MAX_PROMPT = 9  # prompts of _pairs are BOS + 2..7 units: within it, so both layouts keep the same tokens
 
@@ -60,12 +61,7 @@ def test_branch_attention_equals_the_dense_masked_attention():
   mask = (jnp.asarray(np.tril(np.ones((br.total, br.total), bool)) & br.visible())[None]
           & (seg[:, :, None] == seg[:, None, :]))
   assert not bool(mask[:, 37 + 45:, 37:37 + 45].any())  # rejected queries never see chosen keys
-  blocked = lambda q, k, v: tr.attention(q, k, v, mask, "xla", False, causal=br)  # noqa: E731
-  full = lambda q, k, v: tr.attention(q, k, v, mask, "xla", False, causal=False)  # noqa: E731
-  np.testing.assert_allclose(jax.jit(blocked)(q, k, v), jax.jit(full)(q, k, v), atol=1e-6, rtol=1e-5)
-  grads = lambda f: jax.jit(jax.grad(lambda q, k, v: jnp.sum(jnp.sin(f(q, k, v))), (0, 1, 2)))  # noqa: E731
-  for g, ref in zip(grads(blocked)(q, k, v), grads(full)(q, k, v)):
-    np.testing.assert_allclose(g, ref, atol=1e-5, rtol=1e-4)
+  assert_blocked_attention_equals_full(q, k, v, mask, False, br)
 
 
 def test_shared_rows_give_transformers_logps_and_the_torch_loss_and_gradients():

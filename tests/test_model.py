@@ -262,12 +262,19 @@ def test_blocked_causal_xla_attention_equals_full(T):
   packed = jnp.tril(jnp.ones((T, T), bool))[None] & (seg[:, :, None] == seg[:, None, :])
   assert T >= 2 * tr.MIN_ATTENTION_BLOCK
   for mask, causal_only in ((None, True), (packed, False)):
-    blocked = lambda q, k, v: tr.attention(q, k, v, mask, "xla", causal_only, causal=True)  # noqa: B023
-    full = lambda q, k, v: tr.attention(q, k, v, mask, "xla", causal_only, causal=False)  # noqa: B023
-    np.testing.assert_allclose(jax.jit(blocked)(q, k, v), jax.jit(full)(q, k, v), atol=1e-6, rtol=1e-5)
-    grads = lambda f: jax.jit(jax.grad(lambda q, k, v: jnp.sum(jnp.sin(f(q, k, v))), (0, 1, 2)))  # noqa: E731
-    for g, ref in zip(grads(blocked)(q, k, v), grads(full)(q, k, v)):
-      np.testing.assert_allclose(g, ref, atol=1e-5, rtol=1e-4)
+    assert_blocked_attention_equals_full(q, k, v, mask, causal_only, True)
+
+
+def assert_blocked_attention_equals_full(q, k, v, mask, causal_only, causal):
+  """The XLA attention with `causal` (True or a `Branches` layout: computed in query blocks) gives the values and
+  gradients of the one-block computation under the same mask."""
+  from slm_jax.model import transformer as tr
+  blocked = lambda q, k, v: tr.attention(q, k, v, mask, "xla", causal_only, causal=causal)  # noqa: E731
+  full = lambda q, k, v: tr.attention(q, k, v, mask, "xla", causal_only, causal=False)  # noqa: E731
+  np.testing.assert_allclose(jax.jit(blocked)(q, k, v), jax.jit(full)(q, k, v), atol=1e-6, rtol=1e-5)
+  grads = lambda f: jax.jit(jax.grad(lambda q, k, v: jnp.sum(jnp.sin(f(q, k, v))), (0, 1, 2)))  # noqa: E731
+  for g, ref in zip(grads(blocked)(q, k, v), grads(full)(q, k, v)):
+    np.testing.assert_allclose(g, ref, atol=1e-5, rtol=1e-4)
 
 
 def test_long_packed_rows_match_transformers():
