@@ -43,9 +43,10 @@ def test_shared_row_layout_written_out():
   rows = pair_rows(pair, LAYOUT, 10, 4)
   for r, s in ((0, slice(3, 10)), (1, slice(10, 17))):
     np.testing.assert_array_equal(b["targets"][0, s][b["loss_mask"][0, s] > 0], rows["targets"][r][rows["loss_mask"][r] > 0])
-  # query blocks: the prefix and branch 1 are contiguous; branch 2 sees the prefix and itself
-  assert br.key_blocks(4) == [(0, 3, [(0, 3)]), (3, 7, [(0, 7)]), (7, 10, [(0, 10)]),
-                              (10, 14, [(0, 3), (10, 14)]), (14, 17, [(0, 3), (10, 17)])]
+  # query blocks (each region in equal blocks): the prefix and branch 1 are contiguous; branch 2 sees the prefix
+  # and itself
+  assert br.key_blocks(4) == [(0, 3, [(0, 3)]), (3, 6, [(0, 6)]), (6, 10, [(0, 10)]),
+                              (10, 13, [(0, 3), (10, 13)]), (13, 17, [(0, 3), (10, 17)])]
 
 
 def test_branch_attention_equals_the_dense_masked_attention():

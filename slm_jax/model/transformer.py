@@ -130,14 +130,16 @@ class Branches(NamedTuple):
     return (b[None, :] == 0) | (b[None, :] == b[:, None])
 
   def key_blocks(self, block: int) -> list[tuple[int, int, list[tuple[int, int]]]]:
-    """Query blocks (start, end, key ranges): each block of a region against the prefix and its own region up to
-    the block's end; the keys a block cannot see by causality or by branch are never computed."""
+    """Query blocks (start, end, key ranges): each region in equal blocks of at most `block` queries, each block
+    against the prefix and its own region up to the block's end; the keys a block cannot see by causality or by
+    branch are never computed."""
     out = []
     for r in range(self.count + 1):
       start = 0 if r == 0 else self.prefix + (r - 1) * self.length
       end = self.prefix if r == 0 else start + self.length
-      for i in range(start, end, block):
-        e = min(i + block, end)
+      n = -(-(end - start) // block)
+      bounds = [start + (end - start) * j // n for j in range(n + 1)]
+      for i, e in zip(bounds[:-1], bounds[1:]):
         ranges = [(0, e)] if start <= self.prefix else [(0, self.prefix), (start, e)]
         out.append((i, e, [(a, b) for a, b in ranges if b > a]))
     return out
