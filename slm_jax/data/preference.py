@@ -198,10 +198,21 @@ def pair_sequences(pair: Pair, layout: VocabLayout, seq_len: int,
   return prompt, conts
 
 
+def _empty_rows(rows: int, length: int) -> dict:
+  return {k: np.zeros((rows, length), np.float32 if k == "loss_mask" else np.int8 if k == "kind" else np.int32)
+          for k in BATCH_KEYS}
+
+
+def _set_kinds(out: dict, r: int, layout: VocabLayout) -> None:
+  """Row r's `kind`: the kind of each counted target, text where nothing counts."""
+  kind = layout.kinds(out["targets"][r])
+  kind[out["loss_mask"][r] == 0] = KIND_TEXT
+  out["kind"][r] = kind
+
+
 def pair_rows(pair: Pair | None, layout: VocabLayout, seq_len: int, max_prompt_len: int | None = None) -> dict:
   """Two rows [2, seq_len] of the batch keys (chosen, rejected); `None` gives an empty (all-padding) pair."""
-  out = {k: np.zeros((2, seq_len), np.float32 if k == "loss_mask" else np.int8 if k == "kind" else np.int32)
-         for k in BATCH_KEYS}
+  out = _empty_rows(2, seq_len)
   if pair is None:
     return out
   prompt, conts = pair_sequences(pair, layout, seq_len, max_prompt_len)
@@ -213,9 +224,7 @@ def pair_rows(pair: Pair | None, layout: VocabLayout, seq_len: int, max_prompt_l
     out["loss_mask"][r, len(prompt) - 1:n] = 1.0  # targets that are continuation tokens
     out["segment_ids"][r, :n] = 1
     out["positions"][r, :n] = np.arange(n)
-    kind = layout.kinds(out["targets"][r])
-    kind[out["loss_mask"][r] == 0] = KIND_TEXT
-    out["kind"][r] = kind
+    _set_kinds(out, r, layout)
   return out
 
 
@@ -238,8 +247,7 @@ def shared_pair_row(pair: Pair | None, layout: VocabLayout, seq_len: int, max_pr
   max_completion_length), where `pair_rows` lets one after a shorter prompt run to the row's end. `None` gives an
   empty (all-padding) pair."""
   br = shared_branches(seq_len, max_prompt_len)
-  out = {k: np.zeros((1, br.total), np.float32 if k == "loss_mask" else np.int8 if k == "kind" else np.int32)
-         for k in BATCH_KEYS}
+  out = _empty_rows(1, br.total)
   if pair is None:
     return out
   prompt, conts = pair_sequences(pair, layout, seq_len, max_prompt_len)
@@ -259,9 +267,7 @@ def shared_pair_row(pair: Pair | None, layout: VocabLayout, seq_len: int, max_pr
     out["loss_mask"][0, s:s + n] = 1.0
     out["segment_ids"][0, s:s + n] = 1
     out["positions"][0, s:s + n] = p + np.arange(n)
-  kind = layout.kinds(out["targets"][0])
-  kind[out["loss_mask"][0] == 0] = KIND_TEXT
-  out["kind"][0] = kind
+  _set_kinds(out, 0, layout)
   return out
 
 

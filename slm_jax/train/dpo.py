@@ -291,8 +291,8 @@ def config_branches(config):
 
 
 def batch_shape(config) -> tuple[int, int]:
-  """(rows, row length) of a global DPO batch: global_batch_size rows of seq_len (2 per pair), or with
-  shared_prompt one row per pair of `config_branches(config).total`."""
+  """(rows, row length) of a global batch: global_batch_size rows of seq_len (DPO: 2 per pair), or with
+  dpo.shared_prompt one row per pair of `config_branches(config).total`."""
   br = config_branches(config)
   if br is None:
     return config.global_batch_size, config.seq_len
@@ -438,7 +438,7 @@ def precompute_reference(config, prog, layout, params, path: str, fingerprint: s
                             global_batch_size=config.global_batch_size // 2, seed=config.seed,
                             process_index=jax.process_index(), process_count=jax.process_count(), num_epochs=1,
                             shuffle=False, max_prompt_len=config.dpo.max_prompt_len or None,
-                            shared_prompt=config_branches(config) is not None)
+                            shared_prompt=config.dpo.get("shared_prompt", False))
     ref = np.zeros((it.n, 2), np.float32)
     for b in it:
       lp = prog.dpo.ref_run(params, global_batch(b, prog.mesh))

@@ -46,9 +46,10 @@ def step_flops_per_token(config, cfg: ModelConfig) -> float:
   fpt = flops_per_token(cfg, config.seq_len)
   if config.get("objective", "lm") == "dpo" and config.dpo.reference == "model":
     fpt += flops_per_token(cfg, config.seq_len, training=False)
-  if config.get("objective", "lm") == "dpo" and config.dpo.get("shared_prompt", False):
-    from slm_jax.train.dpo import config_branches
-    fpt *= config_branches(config).total / (2 * config.seq_len)
+  from slm_jax.train.dpo import config_branches
+  branches = config_branches(config)
+  if branches is not None:
+    fpt *= branches.total / (2 * config.seq_len)
   return fpt
 
 

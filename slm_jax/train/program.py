@@ -74,11 +74,9 @@ def abstract_batch(config, mesh: Mesh, *, with_ref: bool = True) -> dict:
   """ShapeDtypeStructs of one global training batch (the trainer's batch keys and dtypes) on `mesh`; objective
   'dpo' adds `ref_logps` (one float32 per sequence) unless with_ref=False (the reference forward's input), and
   with dpo.shared_prompt has one row per pair (`dpo.batch_shape`)."""
+  from slm_jax.train import dpo
   sh = step_lib.batch_sharding(mesh)
-  shape = (config.global_batch_size, config.seq_len)
-  if config.get("objective", "lm") == "dpo":
-    from slm_jax.train import dpo
-    shape = dpo.batch_shape(config)
+  shape = dpo.batch_shape(config)
   one_row = empty_batch(1, shape[1])
   out = {k: jax.ShapeDtypeStruct(shape, v.dtype, sharding=sh) for k, v in one_row.items()}
   if config.get("objective", "lm") == "dpo" and with_ref:

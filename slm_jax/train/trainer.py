@@ -319,8 +319,7 @@ def evaluate(config, start: Start, params) -> dict:
       if not _any_process(b is not None):
         break
       if b is None:
-        rows, length = (dpo.batch_shape(config) if config.get("objective", "lm") == "dpo"
-                        else (config.global_batch_size, config.seq_len))
+        rows, length = dpo.batch_shape(config)
         b = data_lib.empty_batch(rows // jax.process_count(), length)
     elif b is None:
       break
