@@ -28,6 +28,7 @@ import numpy as np
 from slm_jax.data import records
 from slm_jax.data.packing import BATCH_KEYS
 from slm_jax.data.slamkit import Rejected, _check_durations, _check_units, _int_list, _json, iter_inputs
+from slm_jax.layout import Branches
 from slm_jax.vocab import KIND_TEXT, VocabLayout
 
 KIND = "preference"
@@ -233,7 +234,6 @@ def shared_branches(seq_len: int, max_prompt_len: int | None = None):
   last token in a prefix of max_prompt_len - 1 positions, then chosen and rejected branches of seq_len + 1 -
   max_prompt_len positions, each the prompt's last token and the continuation (the first target of a branch is
   its first continuation token). 2 * seq_len + 1 - max_prompt_len positions in all, against 2 * seq_len."""
-  from slm_jax.model.transformer import Branches
   m = max_prompt_len if max_prompt_len else seq_len // 2
   if not 1 <= m < seq_len:
     raise ValueError(f"max_prompt_len={m} must lie in [1, seq_len={seq_len})")

@@ -7,13 +7,13 @@ Parameter paths mirror HF (`model.layers.3.self_attn.q_proj.kernel` <-> `...q_pr
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from slm_jax.layout import Branches
 from slm_jax.model.config import ModelConfig
 from slm_jax.model.splash import splash_attention, target_platform
 from slm_jax.sharding import constrain
@@ -104,45 +104,6 @@ class Embed(nnx.Module):
 # the XLA path of causal self-attention in query blocks (at most this many, each at least MIN_ATTENTION_BLOCK long)
 ATTENTION_BLOCKS = 8
 MIN_ATTENTION_BLOCK = 32
-
-
-class Branches(NamedTuple):
-  """Static layout of shared-prefix rows: [prefix | branch 1 | ... | branch count], `prefix` and `length` positions
-  each. A branch's tokens attend to the prefix and to their own branch only, so one row holds a prompt once and
-  several continuations of it (DPO's chosen and rejected, `data.preference.shared_pair_row`); padding inside a
-  region has segment id 0."""
-  prefix: int
-  length: int
-  count: int = 2
-
-  @property
-  def total(self) -> int:
-    return self.prefix + self.count * self.length
-
-  def ids(self) -> np.ndarray:
-    """[total] region of each position: 0 in the prefix, k in branch k."""
-    return np.concatenate([np.zeros(self.prefix, np.int32)]
-                          + [np.full(self.length, k + 1, np.int32) for k in range(self.count)])
-
-  def visible(self) -> np.ndarray:
-    """[total, total] bool: key region visible from query region (prefix, or the query's own branch)."""
-    b = self.ids()
-    return (b[None, :] == 0) | (b[None, :] == b[:, None])
-
-  def key_blocks(self, block: int) -> list[tuple[int, int, list[tuple[int, int]]]]:
-    """Query blocks (start, end, key ranges): each region in equal blocks of at most `block` queries, each block
-    against the prefix and its own region up to the block's end; the keys a block cannot see by causality or by
-    branch are never computed."""
-    out = []
-    for r in range(self.count + 1):
-      start = 0 if r == 0 else self.prefix + (r - 1) * self.length
-      end = self.prefix if r == 0 else start + self.length
-      n = -(-(end - start) // block)
-      bounds = [start + (end - start) * j // n for j in range(n + 1)]
-      for i, e in zip(bounds[:-1], bounds[1:]):
-        ranges = [(0, e)] if start <= self.prefix else [(0, self.prefix), (start, e)]
-        out.append((i, e, [(a, b) for a, b in ranges if b > a]))
-    return out
 
 
 def resolve_attention_impl(impl: str, dtype: str, decoding: bool = False) -> str:
