@@ -14,11 +14,22 @@ import numpy as np
 KIND_TEXT, KIND_UNIT, KIND_MARKER = 0, 1, 2
 KIND_NAMES = ("text", "unit", "marker")
 SPEECH_MARKER, TEXT_MARKER = "<speech>", "<text>"
-_PIECE_RE = re.compile(r"<Un(\d+)>|<speech>|<text>")
+UNIT_RE = re.compile(r"<Un(\d+)>")  # one unit token; group 1 is the unit number
+_PIECE_RE = re.compile(UNIT_RE.pattern + "|<speech>|<text>")
 
 
 def unit_token(i: int) -> str:
   return f"<Un{i}>"
+
+
+def parse_units(s: str) -> np.ndarray:
+  """The unit numbers of the `<UnN>` tokens in `s` ("<Un3><Un49>..."), in order, as int64; other text is skipped."""
+  return np.asarray([int(m) for m in UNIT_RE.findall(s)], np.int64)
+
+
+def only_units(s: str) -> bool:
+  """Whether `s` holds nothing but `<UnN>` tokens."""
+  return not UNIT_RE.sub("", s)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,9 +14,9 @@ import torch
 from slm_jax import sharding
 from slm_jax.eval import run
 from slm_jax.eval import zerospeech as zs
-from slm_jax.eval.genppl import auto_bleu
 from slm_jax.eval.inputs import UnitsMissing
 from slm_jax.eval.scoring import pair_outcomes
+from slm_jax.textmetrics import auto_bleu
 from test_eval_helpers import speech_checkpoint, torch_logprobs, torch_model, word_tokenizer, write_gold, write_units
 from xla_env import xla_flags
 

@@ -17,7 +17,7 @@ import numpy as np
 from absl import app, flags
 
 from slm_jax import console
-from slm_jax.data.interleave import FRAME_S
+from slm_jax.frames import unit_end_times
 
 _DEMO = flags.DEFINE_string("demo_dir", "data/demo", "Demo data folder (raw/features.jsonl, raw/alignments).")
 _OUT = flags.DEFINE_string("out_dir", None, "Prepared output folder (default: <demo_dir>/prepared/preference).")
@@ -30,7 +30,7 @@ def split_utterance(feat: dict, words: list) -> dict | None:
   if len(words) < 4:
     return None
   units, dur = np.asarray(feat["units"]), np.asarray(feat["duration"])
-  ends = np.cumsum(dur) * FRAME_S
+  ends = unit_end_times(dur)
   k = len(words) // 2
   t = float(words[k][1])  # the start of the first continuation word
   cut = int(np.searchsorted(ends, t + 1e-9, side="right"))  # units ending at or before t belong to the prompt

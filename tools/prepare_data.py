@@ -16,7 +16,7 @@ import sys
 from absl import app, flags
 
 from slm_jax import console
-from slm_jax.data.interleave import FRAME_S
+from slm_jax.frames import FRAME_S
 
 _KIND = flags.DEFINE_enum("kind", None, ["interleaved", "speech", "text", "preference"],
                           "Kind of documents to make (preference: slamkit's spoken preference pairs, for DPO).")

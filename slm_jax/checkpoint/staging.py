@@ -8,6 +8,8 @@ import os
 import shutil
 import socket
 
+from slm_jax.procs import pid_alive
+
 
 class OutputExists(FileExistsError):
   pass
@@ -23,7 +25,6 @@ def check_output(out_dir: str, overwrite: bool = False) -> str:
 
 def remove_leftovers(out_dir: str) -> list[str]:
   """Removes `<out_dir>.tmp-<host>-<pid>` folders of killed runs on this host (their process is gone)."""
-  from slm_jax.train.lock import pid_alive
   removed = []
   for tmp in glob.glob(glob.escape(out_dir) + ".tmp-*"):
     host, _, pid = tmp[len(out_dir) + len(".tmp-"):].rpartition("-")

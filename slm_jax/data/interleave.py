@@ -13,9 +13,9 @@ from typing import Sequence
 import numpy as np
 
 from slm_jax import vocab
+from slm_jax.frames import FRAME_S, unit_end_times  # noqa: F401 (FRAME_S re-exported)
 
 LAMBDA, ETA = 10.0, 0.3
-FRAME_S = 640 / 16000  # seconds per mHuBERT-25Hz frame (docs/reference.md §1), as slamkit's get_unit_duration()
 MODES = ("static", "per_epoch")
 
 Piece = tuple  # ("text", str) | ("units", int array) | ("marker", "speech" | "text")
@@ -80,11 +80,6 @@ def select_spans(n: int, rng: np.random.Generator, lam: float = LAMBDA, eta: flo
     if end < n:
       eligible[end] = False
   return mask
-
-
-def unit_end_times(durations: np.ndarray) -> np.ndarray:
-  """End time in seconds of each deduplicated unit: cumsum(durations) * 0.04 (float64, as slamkit)."""
-  return np.cumsum(np.asarray(durations, np.int64)) * FRAME_S
 
 
 def build_pieces(text: str, word_offsets: np.ndarray, word_starts: np.ndarray, word_ends: np.ndarray,

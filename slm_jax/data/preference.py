@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import time
 
 import numpy as np
@@ -29,14 +28,14 @@ from slm_jax.data import records
 from slm_jax.data.packing import BATCH_KEYS
 from slm_jax.data.slamkit import Rejected, _check_durations, _check_units, _int_list, _json, iter_inputs
 from slm_jax.layout import Branches
-from slm_jax.vocab import KIND_TEXT, VocabLayout
+from slm_jax.textmetrics import auto_bleu
+from slm_jax.vocab import KIND_TEXT, VocabLayout, only_units, parse_units
 
 KIND = "preference"
 ITEMS = ("prompt", "chosen", "rejected")
 TEXTS = tuple(f"{k}_text" for k in ITEMS)
 PAIR_FIELDS = ("pair_id",) + TEXTS + tuple(f"{k}_units" for k in ITEMS)
 MAX_AUTO_BLEU = 0.3  # slamkit config/data/preference_alignment_data.yaml
-_UNIT_RE = re.compile(r"<Un(\d+)>")
 
 
 @dataclasses.dataclass
@@ -66,9 +65,9 @@ def _item_units(obj, name: str, num_units: int) -> np.ndarray:
     s = item.get("audio_repr")
     if not isinstance(s, str):
       raise Rejected("malformed", "needs 'audio_repr' (string) or 'units' (list of integers)")
-    if _UNIT_RE.sub("", s):
+    if not only_units(s):
       raise Rejected("malformed", "'audio_repr' holds more than <UnN> tokens")
-    units = np.asarray([int(m) for m in _UNIT_RE.findall(s)], np.int64)
+    units = parse_units(s)
     _check_units(units, num_units)
     return units.astype(np.int16)
   except Rejected as e:
@@ -89,7 +88,6 @@ def parse_pair(raw: bytes, num_units: int = 500, repetition_filter: bool = True,
       raise Rejected("malformed", f"field {k!r} must be a string")
     texts[k] = v
   if repetition_filter and texts["prompt_text"] and texts["chosen_text"]:
-    from slm_jax.eval.genppl import auto_bleu  # slamkit's calc_auto_bleu (NLTK word tokens)
     score = auto_bleu(texts["prompt_text"] + " " + texts["chosen_text"], 2)
     if not score < max_auto_bleu:
       raise Rejected("repetition", f"auto-BLEU-2 of prompt_text + chosen_text is {score:.3f} (>= {max_auto_bleu})")

@@ -16,7 +16,8 @@ import sys
 import time
 
 from slm_jax import console
-from slm_jax.data import interleave, records, slamkit
+from slm_jax.frames import FRAME_S
+from slm_jax.data import records, slamkit
 
 _BLOCK = 256
 
@@ -36,7 +37,7 @@ class PrepareConfig:
   num_units: int = 500
   tokenizer_dir: str | None = None  # counts text tokens with this HF tokenizer when given
   overwrite: bool = False
-  time_tolerance: float = interleave.FRAME_S  # seconds a word may end past the audio
+  time_tolerance: float = FRAME_S  # seconds a word may end past the audio
   allow_empty: bool = False  # accept empty input files and a dataset without documents
 
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 
 import numpy as np
 
-from slm_jax.data import interleave, records
-
-_UNIT_RE = re.compile(r"<Un(\d+)>")
+from slm_jax.data import records
+from slm_jax.frames import FRAME_S
+from slm_jax.vocab import only_units, parse_units
 
 
 class Rejected(ValueError):
@@ -40,7 +39,7 @@ class ReadOptions:
   alignment_dir: str | None = None
   text_field: str = "text"
   num_units: int = 500
-  time_tolerance: float = interleave.FRAME_S  # word end may pass the audio end by this much (seconds)
+  time_tolerance: float = FRAME_S  # word end may pass the audio end by this much (seconds)
 
 
 def _utf8(raw: bytes, what: str) -> str:
@@ -118,7 +117,7 @@ def aligned_document(doc_id: str, units: np.ndarray, durations: np.ndarray, alig
     starts.append(float(item[1]))
     ends.append(float(item[2]))
   starts, ends = np.asarray(starts), np.asarray(ends)
-  audio_end = int(durations.sum()) * interleave.FRAME_S
+  audio_end = int(durations.sum()) * FRAME_S
   checks = [
       (~np.isfinite(starts) | ~np.isfinite(ends) | (starts < 0), "is not a finite non-negative time"),
       (ends < starts, "ends before it starts (time goes backwards)"),
@@ -169,9 +168,9 @@ def _parse_tokens(obj: dict, opts: ReadOptions) -> records.Document:
     raise Rejected("empty", "empty document: empty audio_repr")
   if opts.kind == "text":
     return records.Document(doc_id=doc_id, text=s)
-  ids = np.asarray([int(m) for m in _UNIT_RE.findall(s)], np.int64)
+  ids = parse_units(s)
   if opts.kind == "speech":
-    if _UNIT_RE.sub("", s):
+    if not only_units(s):
       raise Rejected("malformed", "audio_repr of a speech document holds more than <UnN> tokens")
     _check_units(ids, opts.num_units)
     return records.Document(doc_id=doc_id, units=ids.astype(np.int16))

@@ -1,6 +1,6 @@
 """Evaluation (docs/reference.md §6): sequence scoring, the benchmarks on their own layouts, generation, GenPPL.
 
-scoring     length-bucketed, mesh-sharded scoring with `slm_jax.train.loss.token_logprobs`
+scoring     length-bucketed, mesh-sharded scoring with `slm_jax.model.logprobs.token_logprobs`
 zerospeech  gold.csv and the official sWUGGY / sBLIMP arithmetic
 storycloze  StoryCloze naming conventions, slamkit pre-paired folders, cross-modal sets
 inputs      units from a slamkit features JSONL or from audio

@@ -19,8 +19,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from slm_jax import sharding
-from slm_jax.data.interleave import FRAME_S
 from slm_jax.eval.scoring import modality_banned
+from slm_jax.frames import FRAME_S, unit_end_times
 from slm_jax.model.transformer import NEG_INF, init_cache
 from slm_jax.vocab import VocabLayout
 
@@ -242,7 +242,7 @@ def cut_units(units: Sequence[int], durations: Sequence[int] | None, seconds: fl
     return units
   if durations is None:
     raise ValueError("cutting a prompt to seconds needs the 'duration' of each unit")
-  ends = np.cumsum(np.asarray(durations, np.int64)) * frame_seconds
+  ends = unit_end_times(durations, frame_seconds)
   return units[ends <= seconds + 1e-9]
 
 

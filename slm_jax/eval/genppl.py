@@ -2,40 +2,19 @@
 
 GenPPL = exp(mean over samples of each sample's mean token NLL) under a judge text LM run by our own model
 code (the paper: Llama-3.2-1B); the judge's tokenizer adds its BOS, whose first token is context only.
-auto-BLEU-n follows slamkit's `calc_auto_bleu`: the fraction of a text's word n-grams that occur elsewhere in
-the same text's n-gram list.
+auto-BLEU-n is slamkit's `calc_auto_bleu` (`slm_jax.textmetrics.auto_bleu`).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import os
-import re
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from slm_jax.jsonl import iter_records
-
-_WORD_RE = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
-
-
-def word_tokenize(text: str) -> list[str]:
-  """NLTK's word tokenizer when installed (slamkit uses it), else words and punctuation by regex."""
-  try:
-    from nltk.tokenize import NLTKWordTokenizer
-    return NLTKWordTokenizer().tokenize(text)
-  except ImportError:
-    return _WORD_RE.findall(text)
-
-
-def auto_bleu(text: str, n: int = 2, tokenize: Callable[[str], list[str]] = word_tokenize) -> float:
-  tokens = tokenize(text)
-  grams = [" ".join(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
-  if not grams:
-    return 0.0
-  hits = sum(1 for i, g in enumerate(grams) if g in grams[:i] or g in grams[i + 1:])
-  return hits / len(grams)
+from slm_jax.textmetrics import auto_bleu
 
 
 def read_transcripts(path: str) -> list[tuple[str, str]]:

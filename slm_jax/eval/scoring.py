@@ -3,7 +3,7 @@
 The first token of a sequence is context only; padding is excluded; the logits of another modality may be
 banned before the softmax. Sequences are sorted by length and padded to a few bucket lengths chosen to waste
 as little compute as possible; each bucket compiles once and its batch is sharded over ('data', 'fsdp').
-All log-probability math is `slm_jax.train.loss.token_logprobs`.
+All log-probability math is `slm_jax.model.logprobs.token_logprobs`.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from slm_jax import console, sharding
-from slm_jax.train.loss import token_logprobs
+from slm_jax.model.logprobs import token_logprobs
 from slm_jax.vocab import VocabLayout
 
 REDUCTIONS = ("mean", "sum")

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from slm_jax.data.interleave import FRAME_S
+from slm_jax.frames import FRAME_S
 
 WORDS = ("the of and to a in that it was he for on are as with his they at be this from have or one had by "
          "but not what all were when we there can an your which their said if do will each about how up out them "

@@ -14,6 +14,8 @@ import socket
 import sys
 import time
 
+from slm_jax.procs import pid_alive
+
 LOCK_NAME = "train.lock"
 _GUARD_STALE_S = 30.0      # a takeover guard older than this was left by a killed process
 _UNWRITTEN_STALE_S = 10.0  # an empty lock file older than this: its creator died before writing it
@@ -21,16 +23,6 @@ _UNWRITTEN_STALE_S = 10.0  # an empty lock file older than this: its creator die
 
 class WorkdirLocked(RuntimeError):
   pass
-
-
-def pid_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:  # exists, owned by another user
-    return True
-  return True
 
 
 def describe_holder(holder: dict) -> str:

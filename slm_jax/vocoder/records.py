@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import os
-import re
 
 import numpy as np
 
 from slm_jax.jsonl import iter_records
+from slm_jax.vocab import parse_units
 from slm_jax.vocoder.synth import Vocoder, write_wav
-
-_UNIT_RE = re.compile(r"<Un(\d+)>")
 
 
 def parse_record(rec: dict, where: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -27,7 +25,7 @@ def parse_record(rec: dict, where: str) -> tuple[np.ndarray, np.ndarray | None]:
   if "audio_repr" in rec:
     if not isinstance(rec["audio_repr"], str):
       raise ValueError(f"{where}: field 'audio_repr' must be a string like '<Un3><Un49>'")
-    return np.asarray([int(u) for u in _UNIT_RE.findall(rec["audio_repr"])], np.int64), None
+    return parse_units(rec["audio_repr"]), None
   raise ValueError(f"{where}: no field 'units' or 'audio_repr'")
 
 
