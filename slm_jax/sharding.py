@@ -20,27 +20,40 @@ RULES: dict[str, object] = {
     # parameters
     "vocab": "tensor", "embed": "fsdp", "mlp": "tensor", "q_heads": "tensor", "kv_heads": "tensor",
     "norm": None,
+    "layers": None,  # the leading axis of stacked (scan_layers) decoder-layer parameters
     # activations
     "batch": ("data", "fsdp"), "length": None, "act_embed": None, "act_mlp": "tensor",
     "act_heads": "tensor", "act_kv_heads": "tensor", "act_vocab": "tensor", "head_dim": None,
 }
 
 
+def resolve_mesh_shape(data: int, fsdp: int, tensor: int, device_count: int) -> dict[str, int]:
+  """{'data', 'fsdp', 'tensor'} sizes on `device_count` devices; one size may be -1 to take the remaining devices.
+  ValueError naming the problem otherwise. The one place a mesh shape is resolved (trainer, validation, AOT)."""
+  shape = {"data": data, "fsdp": fsdp, "tensor": tensor}
+  bad = [f"config.mesh.{k}={v!r}: must be >= 1 or -1 (the remaining devices)" for k, v in shape.items()
+         if not isinstance(v, int) or isinstance(v, bool) or (v < 1 and v != -1)]
+  if bad:
+    raise ValueError("; ".join(bad))
+  free = [k for k, v in shape.items() if v == -1]
+  if len(free) > 1:
+    raise ValueError(f"config.mesh: at most one axis may be -1, got {shape}")
+  known = math.prod(v for v in shape.values() if v != -1)
+  if free:
+    if device_count % known:
+      raise ValueError(f"config.mesh={shape}: {device_count} devices do not divide by the fixed axes' {known}")
+    shape[free[0]] = device_count // known
+  if math.prod(shape.values()) != device_count:
+    raise ValueError(f"config.mesh={shape} needs {math.prod(shape.values())} devices, {device_count} are present")
+  return shape
+
+
 def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1, devices: Sequence | None = None) -> Mesh:
-  """A (data, fsdp, tensor) mesh; one size may be -1 to take the remaining devices."""
+  """A (data, fsdp, tensor) mesh over `devices` (default all) shaped by `resolve_mesh_shape`."""
   devices = list(jax.devices() if devices is None else devices)
-  shape = [data, fsdp, tensor]
-  if shape.count(-1) > 1:
-    raise ValueError(f"at most one mesh axis may be -1, got data={data} fsdp={fsdp} tensor={tensor}")
-  known = math.prod(s for s in shape if s != -1)
-  if -1 in shape:
-    if len(devices) % known:
-      raise ValueError(f"{len(devices)} devices do not divide by data*fsdp*tensor={known}")
-    shape[shape.index(-1)] = len(devices) // known
-  if math.prod(shape) != len(devices):
-    raise ValueError(f"mesh {dict(zip(MESH_AXES, shape))} needs {math.prod(shape)} devices, have {len(devices)}")
-  return jax.make_mesh(tuple(shape), MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3,
-                       devices=devices)
+  shape = resolve_mesh_shape(data, fsdp, tensor, len(devices))
+  return jax.make_mesh(tuple(shape[a] for a in MESH_AXES), MESH_AXES,
+                       axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES), devices=devices)
 
 
 _DROPPED: set = set()

@@ -22,7 +22,7 @@ from slm_jax.model.create import model_shardings
 from slm_jax.sharding import make_mesh
 from slm_jax.train import dpo
 from slm_jax.train.checkpointing import abstract_like
-from slm_jax.train.step import batch_sharding, compile_opt_init
+from slm_jax.train.step import BATCH_KEYS, batch_sharding, compile_opt_init
 from slm_jax.vocab import VocabLayout
 
 LAYOUT = VocabLayout(base_size=2, num_units=60, bos_id=1, eos_id=1)  # SLAM-like: <S> 1 as BOS and EOS
@@ -193,7 +193,7 @@ def _program(mesh, lr, micro=1, branches=None):
 
 def _global(batch, mesh):
   bs = batch_sharding(mesh)
-  out = {k: jax.device_put(batch[k], bs) for k in dpo.BATCH_KEYS}
+  out = {k: jax.device_put(batch[k], bs) for k in BATCH_KEYS}
   if "ref_logps" in batch:
     out["ref_logps"] = jax.device_put(batch["ref_logps"], jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(bs.spec[0])))
   return out

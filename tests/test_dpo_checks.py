@@ -6,7 +6,7 @@ import os
 import pytest
 
 from repo_configs import ROOT, load_config, set_keys
-from slm_jax.train import aot, flops, trainer
+from slm_jax.train import aot, flops, objectives, trainer
 from xla_env import xla_flags
 
 
@@ -29,15 +29,16 @@ def test_step_flops_count_the_reference_forward_only_when_it_runs():
   assert (cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size) == (32, 64, 2, 504)
   fwd = 2 * (2 * (32 * 32 + 2 * 32 * 16 + 32 * 32 + 3 * 32 * 64) + 32 * 504) + 2 * 2 * 48 * 32 * 2 / 2
   assert fwd == 75264
-  assert flops.step_flops_per_token(c, cfg) == 4 * fwd            # reference='model' (the tiny default)
-  assert flops.step_flops_per_token(_tiny(**{"dpo.reference": "precomputed"}), cfg) == 3 * fwd
+  slot = lambda c: objectives.get(c).flops_per_slot(c, cfg)  # noqa: E731
+  assert slot(c) == 4 * fwd            # reference='model' (the tiny default)
+  assert slot(_tiny(**{"dpo.reference": "precomputed"})) == 3 * fwd
   # shared-prompt rows: a pair in 2 * 48 + 1 - 24 positions (max_prompt_len 24) instead of 2 * 48
-  assert flops.step_flops_per_token(_tiny(**{"dpo.shared_prompt": True}), cfg) == pytest.approx(4 * fwd * 73 / 96)
+  assert slot(_tiny(**{"dpo.shared_prompt": True})) == pytest.approx(4 * fwd * 73 / 96)
   lm = _tiny(objective="lm", **{"data.kind": "synthetic"})
-  assert flops.step_flops_per_token(lm, cfg) == flops.flops_per_token(cfg, 48) == 3 * fwd
+  assert slot(lm) == flops.flops_per_token(cfg, 48) == 3 * fwd
   # the trainer's MFU: 16 steps of 8 rows x 48 slots in 2 s on 1 device of peak 1e9 FLOP/s
   t = iter([0.0, 0.0, 2.0])
-  chrono = trainer.Chrono(8 * 48, 100, 0.0, flops.step_flops_per_token(c, cfg), 1, 1e9, clock=lambda: next(t))
+  chrono = trainer.Chrono(8 * 48, 100, 0.0, slot(c), 1, 1e9, clock=lambda: next(t))
   for _ in range(17):  # the first step (compilation) is not timed
     chrono.tick()
   rep = chrono.report(17, 0, 0)
@@ -87,10 +88,11 @@ def test_each_dpo_rule_names_its_field(over, needles):
 def test_dpo_rules_that_need_processes_a_run_or_another_objective(tmp_path):
   _one(_problems(devices=4, process_count=4, global_batch_size=12), "6 pairs", "4 processes")
   # shared-prompt rows are one per pair: 4 of them do not divide over 8 devices, 8 do
-  _one(_problems(devices=8, **{"dpo.shared_prompt": True}), "global_batch_size=8 makes 4 shared-prompt rows",
+  _one(_problems(devices=8, **{"dpo.shared_prompt": True}), "global_batch_size=8 makes 4 rows (objective 'dpo')",
        "1 x 8 devices")
   assert _problems(devices=8) == [] == _problems(devices=8, global_batch_size=16, **{"dpo.shared_prompt": True})
-  _one(_problems(objective="lm"), "config.data.kind='preference'", "objective='dpo', not 'lm'")
+  _one(_problems(objective="lm"), "config.data.kind='preference'",
+       "objective='lm' trains on 'pipeline' or 'synthetic'")
   # a resumed run with the reference in memory reloads it from config.init
   (tmp_path / "checkpoints" / "3").mkdir(parents=True)
   missing = str(tmp_path / "gone")

@@ -3,13 +3,12 @@
 The target is a TPU topology (`jax.experimental.topologies`, needs the `tpu` extra: libtpu) or the host's own
 (possibly simulated) devices. The step is `program.build_program`'s, the one the trainer runs, lowered with
 abstract parameters, optimizer state and batch: no weights, no data. `compile_report` gives per-device bytes
-from `compiled.memory_analysis()` and whether they fit the device's memory. A DPO run's batch carries `ref_logps`;
-with the reference model in memory (dpo.reference='model') its params and its forward (a second program) count.
+from `compiled.memory_analysis()` and whether they fit the device's memory; the objective adds what it keeps
+beside the step (`Objective.memory_report`: DPO's reference model, its params and its forward, a second program).
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import time
@@ -21,7 +20,9 @@ from slm_jax import sharding
 from slm_jax.model.config import ModelConfig, preset
 from slm_jax.model.transformer import resolve_attention_impl
 from slm_jax.train import optimizer as opt_lib
-from slm_jax.train.init import LAYOUTS, runtime_overrides
+from slm_jax.train.init import LAYOUTS
+from slm_jax.train.init import model_config as init_model_config
+from slm_jax.train.memory import program_bytes, state_bytes
 from slm_jax.train.program import abstract_batch, build_program
 from slm_jax.vocab import LLAMA3_LAYOUT, QWEN2_5_LAYOUT
 
@@ -51,37 +52,35 @@ def init_dir(config) -> str | None:
 
 
 def model_config(config, init_dir: str | None = None) -> ModelConfig:
-  """The trainer's model config for `config` without loading weights or a tokenizer.
+  """The trainer's model config for `config` without loading weights or a tokenizer: `init.model_config` of the
+  init's structure and vocabulary read from files.
 
   Structure from `init_dir`: a HF folder's config.json, or an Orbax checkpoint's metadata (init.kind='orbax',
-  vocabulary included); else the config's preset. Vocabulary: `config.model.vocab_size` when set; the slam
-  layout's 502 ids; else the base tokenizer (by architecture) grown by `vocab.num_units` units + 2 markers, never
-  below the checkpoint's embedding rows (as the import does).
+  vocabulary included); else the config's preset. The init's vocabulary: the checkpoint's rows; a random init's
+  layout (the named `vocab.layout`, or base_size + units + 2 markers); a HF import's base tokenizer (by
+  architecture) grown by `vocab.num_units` units + 2 markers, never below the checkpoint's embedding rows (as the
+  import does).
   """
   param_dtype, dtype, _ = opt_lib.precision_dtypes(config.precision)
-  rt = runtime_overrides(config, param_dtype, dtype)
   orbax = bool(init_dir) and config.init.kind == "orbax"
   if orbax:
     from slm_jax.checkpoint import orbax_io
     meta, _ = orbax_io.read_meta(init_dir, None if config.init.step < 0 else config.init.step)
-    cfg = ModelConfig.from_dict({**meta["model_config"], **rt})
+    base = ModelConfig.from_dict(meta["model_config"])
   elif init_dir:
-    cfg = ModelConfig.from_hf_dir(init_dir, **rt)
+    base = ModelConfig.from_hf_dir(init_dir)
   else:
-    cfg = preset(config.model.preset, **rt)
-  if config.model.vocab_size > 0:
-    vocab = config.model.vocab_size
-  elif orbax:
-    vocab = cfg.vocab_size
+    base = preset(config.model.preset)
+  if orbax:
+    vocab = base.vocab_size
   elif config.vocab.layout:
     vocab = LAYOUTS[config.vocab.layout].size
   elif config.init.kind == "random" and config.vocab.base_size:
     vocab = config.vocab.base_size + config.vocab.num_units + 2
   else:
-    base = BASE_TOKENIZER[cfg.arch]
-    vocab = max(base + config.vocab.num_units + (2 if config.vocab.num_units else 0), cfg.vocab_size)
-  over = {k: v for k, v in config.model.overrides.items()}
-  return cfg.replace(vocab_size=vocab, **over)
+    vocab = max(BASE_TOKENIZER[base.arch] + config.vocab.num_units + (2 if config.vocab.num_units else 0),
+                base.vocab_size)
+  return init_model_config(config, base, vocab, param_dtype, dtype)
 
 
 def topology_devices(topology: str) -> list:
@@ -115,13 +114,8 @@ def mesh_for(config, devices: list) -> jax.sharding.Mesh:
   m = config.mesh
   if cores_per_chip(devices) == 1:
     return sharding.make_mesh(m.data, m.fsdp, m.tensor, devices=devices)
-  shape = [m.data, m.fsdp, m.tensor]
-  if -1 in shape:
-    shape[shape.index(-1)] = len(devices) // math.prod(s for s in shape if s != -1)
-  if math.prod(shape) != len(devices):
-    raise ValueError(f"mesh {dict(zip(sharding.MESH_AXES, shape))} needs {math.prod(shape)} devices, "
-                     f"have {len(devices)}")
-  arr = np.array(sorted(devices, key=lambda d: d.id)).reshape(shape)
+  shape = sharding.resolve_mesh_shape(m.data, m.fsdp, m.tensor, len(devices))
+  arr = np.array(sorted(devices, key=lambda d: d.id)).reshape([shape[a] for a in sharding.MESH_AXES])
   return jax.sharding.Mesh(arr, sharding.MESH_AXES,
                            axis_types=(jax.sharding.AxisType.Auto,) * len(sharding.MESH_AXES))
 
@@ -155,34 +149,6 @@ def compile_step(config, cfg: ModelConfig, mesh, schedule_steps: int = 1000):
   return prog, lowered.compile()
 
 
-def state_bytes(tree) -> int:
-  """Global bytes of an abstract pytree."""
-  return sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
-
-
-def device_bytes(tree) -> int:
-  """Bytes of an abstract pytree (leaves carrying shardings) held by its most loaded device."""
-  per = {}
-  for x in jax.tree.leaves(tree):
-    n = math.prod(x.sharding.shard_shape(x.shape)) * np.dtype(x.dtype).itemsize
-    for d in x.sharding.device_set:
-      per[d] = per.get(d, 0) + n
-  return max(per.values(), default=0)
-
-
-def compile_reference(config, prog, mesh):
-  """The compiled reference forward of a DPO run with dpo.reference='model' (the trainer's second program)."""
-  batch = abstract_batch(config, mesh, with_ref=False)
-  with jax.set_mesh(mesh):
-    return prog.dpo.ref_run.jitted.lower(prog.abstract_params, batch).compile()
-
-
-def _program_bytes(ma) -> int:
-  """Per-device bytes of one compiled program: arguments, temporaries, outputs not aliased to donated inputs, code."""
-  return (ma.argument_size_in_bytes + ma.temp_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes
-          + ma.generated_code_size_in_bytes)
-
-
 def compile_report(config, cfg: ModelConfig, mesh, target: str, schedule_steps: int = 1000,
                    hbm_bytes: int | None = None) -> dict:
   """Compiles the step and reports per-device GB, the device memory and whether it fits (one JSON-able dict)."""
@@ -214,23 +180,11 @@ def compile_report(config, cfg: ModelConfig, mesh, target: str, schedule_steps: 
   ma = compiled.memory_analysis()
   args, temp = ma.argument_size_in_bytes, ma.temp_size_in_bytes
   out_extra = ma.output_size_in_bytes - ma.alias_size_in_bytes  # outputs not written in place of donated args
-  total = _program_bytes(ma)
+  total = program_bytes(ma)
   state = state_bytes(prog.abstract_params) + state_bytes(prog.abstract_opt)
   rec.update(argument_gb=round(args / GB, 3), temp_gb=round(temp / GB, 3), output_extra_gb=round(out_extra / GB, 3))
-  if prog.dpo is not None:
-    rec["dpo_reference"] = config.dpo.reference
-    if config.dpo.reference == "model":
-      # the frozen reference stays in memory beside the step; its forward is a second program, run while the
-      # policy and optimizer state are resident: the total is the larger of the two peaks
-      ref = device_bytes(prog.abstract_params)
-      rma = compile_reference(config, prog, mesh).memory_analysis()
-      ref_peak = _program_bytes(rma) + ref + device_bytes(prog.abstract_opt)
-      rec.update(train_step_gb=round(total / GB, 3), reference_params_gb=round(ref / GB, 3),
-                 reference_forward_temp_gb=round(rma.temp_size_in_bytes / GB, 3),
-                 reference_forward_peak_gb=round(ref_peak / GB, 3),
-                 total_note="max(train step + the frozen reference's params, reference forward program + the "
-                            "policy's params and optimizer state), per device")
-      total = max(total + ref, ref_peak)
+  extra, total = prog.objective.memory_report(config, prog, mesh, total, GB)  # e.g. DPO's reference in memory
+  rec.update(extra)
   rec.update(compile_s=round(time.time() - t0, 1), total_gb=round(total / GB, 3),
              state_gb_per_device_ideal=round(state / mesh.size / GB, 3),
              hbm_gb=None if hbm is None else round(hbm / GB, 2), hbm_source=hbm_src,
@@ -261,10 +215,3 @@ def versions() -> dict:
   except Exception:  # noqa: BLE001 - not installed
     out["libtpu"] = None
   return out
-
-
-def set_cpu_devices(n: int) -> None:
-  """Simulated host devices; must run before jax initialises its backends (first device query)."""
-  flags = os.environ.get("XLA_FLAGS", "")
-  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", flags)
-  os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()

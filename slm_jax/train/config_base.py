@@ -41,8 +41,8 @@ def base_config() -> ml_collections.ConfigDict:
       num_workers=0,
       num_epochs=ml_collections.config_dict.placeholder(int)))  # None: repeat forever
 
-  c.objective = "lm"            # what the step optimises: lm (next-token pre-training); see train/program.py
-  # objective='dpo' (slm_jax/train/dpo.py): trl's DPO as slamkit's Slam recipe runs it; global_batch_size = pairs
+  c.objective = "lm"            # what the step optimises (train/objectives.py): lm (next-token pre-training, train/lm.py)
+  # objective='dpo' (slm_jax/train/dpo/): trl's DPO as slamkit's Slam recipe runs it; global_batch_size = rows, 2 a pair
   c.dpo = ml_collections.ConfigDict(dict(
       beta=0.1, loss_type="sigmoid",  # sigmoid | ipo
       label_smoothing=0.0,      # > 0: conservative DPO (sigmoid loss)

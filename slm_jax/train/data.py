@@ -13,34 +13,21 @@ from slm_jax.train.step import BATCH_KEYS, batch_sharding
 from slm_jax.train.synthetic import SyntheticIterator
 from slm_jax.vocab import VocabLayout
 
-DATA_KINDS = ("pipeline", "synthetic", "preference")
+DATA_KINDS = ("pipeline", "synthetic", "preference")  # preference: pairs, read by objective 'dpo'
 
 
-def make_iterator(config, layout: VocabLayout, tokenizer, split: str, *, num_epochs=None,
-                  reference_fingerprint: str | None = None):
-  """Host-local batch iterator for `split` ('train' or 'validation') of this process. DPO with precomputed
-  reference log-probs reads them from `dpo.reference_path(config, reference_fingerprint)` (the fingerprint of the
-  run's starting weights) at its first batch."""
+def make_iterator(config, layout: VocabLayout, tokenizer, split: str, *, num_epochs=None):
+  """Host-local batch iterator for `split` ('train' or 'validation') of this process: packed rows of the prepared
+  sources (data.kind 'pipeline') or synthetic ones. Objectives with data of their own (DPO's preference pairs) make
+  their iterators themselves (`objective.Objective.make_iterator`)."""
   d = config.data
-  if d.kind not in DATA_KINDS:
-    raise ValueError(f"config.data.kind={d.kind!r}; choose one of {', '.join(DATA_KINDS)}")
+  if d.kind not in ("pipeline", "synthetic"):
+    raise ValueError(f"config.data.kind={d.kind!r}: packed rows are made of 'pipeline' or 'synthetic' data; "
+                     f"{d.kind!r} data is read by its objective (config.objective={config.get('objective', 'lm')!r})")
   kw = dict(seq_len=config.seq_len, global_batch_size=config.global_batch_size, seed=config.seed,
             process_index=jax.process_index(), process_count=jax.process_count())
   if d.kind == "synthetic":
     return SyntheticIterator(layout, split=split, **kw)
-  if d.kind == "preference":  # objective 'dpo': global_batch_size rows = pairs x 2 (chosen, rejected)
-    from slm_jax.data.preference import PreferenceIterator
-    from slm_jax.train.dpo import reference_path
-    if config.objective != "dpo":
-      raise ValueError(f"config.data.kind='preference' holds pairs for config.objective='dpo', not "
-                       f"{config.objective!r}")
-    kw["global_batch_size"] //= 2
-    return PreferenceIterator(d.sources.preference, split, layout, num_epochs=num_epochs, shuffle=split == "train",
-                              max_prompt_len=config.dpo.max_prompt_len or None,
-                              shared_prompt=config.dpo.get("shared_prompt", False),
-                              ref_logps=reference_path(config, reference_fingerprint)
-                              if config.dpo.reference == "precomputed" else None,
-                              **kw)
   from slm_jax.data.pipeline import make_iterator as pipeline_iterator
   sources = {k: v for k, v in d.sources.items() if v}
   weights = {k: v for k, v in d.weights.items() if k in sources}
@@ -51,20 +38,16 @@ def make_iterator(config, layout: VocabLayout, tokenizer, split: str, *, num_epo
                            add_eos=config.vocab.layout == "slam", **kw)
 
 
-def global_batch(host_batch: dict, mesh: Mesh) -> dict:
-  """Host-local numpy batch -> dict of global jax.Arrays sharded over the batch axes of `mesh`."""
+def global_batch(host_batch: dict, mesh: Mesh, extra_keys: tuple[str, ...] = ()) -> dict:
+  """Host-local numpy batch -> dict of global jax.Arrays sharded over the batch axes of `mesh`; `extra_keys` (an
+  objective's, e.g. DPO's stored `ref_logps`) are 1-D, sharded like the rows, and taken when present."""
   sh = batch_sharding(mesh)
   out = {k: jax.make_array_from_process_local_data(sh, np.asarray(host_batch[k])) for k in BATCH_KEYS}
-  if "ref_logps" in host_batch:  # DPO: stored reference log-probs, one per row
-    rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(sh.spec[0]))
-    out["ref_logps"] = jax.make_array_from_process_local_data(rows, np.asarray(host_batch["ref_logps"]))
+  rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(sh.spec[0]))
+  for k in extra_keys:
+    if k in host_batch:
+      out[k] = jax.make_array_from_process_local_data(rows, np.asarray(host_batch[k]))
   return out
-
-
-def empty_batch(rows: int, seq_len: int) -> dict:
-  """A batch with no tokens and no labels (segment 0, mask 0)."""
-  dtypes = {"loss_mask": np.float32, "kind": np.int8}
-  return {k: np.zeros((rows, seq_len), dtypes.get(k, np.int32)) for k in BATCH_KEYS}
 
 
 def _as_bytes(state) -> bytes:

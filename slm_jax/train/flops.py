@@ -5,8 +5,8 @@ q/k/v/o and MLP projections, the output head over the logical vocabulary, and at
 values with the causal half counted (each query attends on average to half the sequence). Embedding
 lookups, norms, rope and softmax are not counted, as is usual for MFU. Remat recomputation is not counted
 either (MFU counts useful work). `flops_per_token_6n` is the paper's C = 6 N D convention (docs/reference.md §5).
-`step_flops_per_token` is what one step of a run computes per row slot: the training step, plus for DPO with the
-reference model in memory that model's forward (a third of a training step more).
+What one step of a run computes per row slot (a frozen reference's forward, shared-prompt rows) is its
+objective's `flops_per_slot` (train/objective.py), built on these counts.
 """
 from __future__ import annotations
 
@@ -35,22 +35,6 @@ def flops_per_token(cfg: ModelConfig, seq_len: int, training: bool = True) -> fl
   """Analytic FLOPs per token of a training step (or of a forward pass with training=False)."""
   fwd = 2.0 * matmul_params(cfg) + attention_flops_per_token(cfg, seq_len)
   return 3.0 * fwd if training else fwd
-
-
-def step_flops_per_token(config, cfg: ModelConfig) -> float:
-  """FLOPs per row slot of one step of the run `config` (ml_collections) trains with model `cfg`: the training
-  step (`flops_per_token`), plus one forward of the frozen reference on every row when config.objective='dpo'
-  with dpo.reference='model' (the hardware work MFU counts); a precomputed reference runs no forward in the step.
-  Shared-prompt DPO rows (dpo.shared_prompt) hold a pair in 2 * seq_len + 1 - max_prompt_len positions instead of
-  2 * seq_len: the figure is scaled by that ratio."""
-  fpt = flops_per_token(cfg, config.seq_len)
-  if config.get("objective", "lm") == "dpo" and config.dpo.reference == "model":
-    fpt += flops_per_token(cfg, config.seq_len, training=False)
-  from slm_jax.train.dpo import config_branches
-  branches = config_branches(config)
-  if branches is not None:
-    fpt *= branches.total / (2 * config.seq_len)
-  return fpt
 
 
 def flops_per_token_6n(cfg: ModelConfig) -> float:

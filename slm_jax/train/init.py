@@ -41,9 +41,16 @@ def runtime_overrides(config, param_dtype: str, dtype: str) -> dict:
               scan_layers=bool(m.scan_layers))
 
 
-def _apply_model_overrides(cfg: ModelConfig, config) -> ModelConfig:
+def model_config(config, base: ModelConfig, init_vocab: int, param_dtype: str, dtype: str,
+                 layout: VocabLayout | None = None) -> ModelConfig:
+  """The run's model config: the structure of its init source `base` (a checkpoint's metadata, a HF config.json or
+  the preset) with the run-time settings (`runtime_overrides`), the vocabulary (config.model.vocab_size when set,
+  else `init_vocab`: the init's rows, or the layout's size for a random init), the special ids of `layout` (random
+  inits) and config.model.overrides. The one derivation the trainer's fresh start and the AOT compile share."""
+  vocab = config.model.vocab_size if config.model.vocab_size > 0 else init_vocab
+  special = dict(bos_token_id=layout.bos_id, eos_token_id=layout.eos_id) if layout is not None else {}
   over = {k: v for k, v in config.model.overrides.items()}
-  return cfg.replace(**over) if over else cfg
+  return base.replace(**runtime_overrides(config, param_dtype, dtype), vocab_size=vocab, **special, **over)
 
 
 def _pure(model) -> dict:
@@ -111,18 +118,16 @@ def fresh_start(config, mesh: Mesh, param_dtype: str, dtype: str) -> Start:
     if config.vocab.layout:
       raise ValueError(f"unknown config.vocab.layout {config.vocab.layout!r}; known: {', '.join(LAYOUTS)}")
     layout = VocabLayout(base_size=config.vocab.base_size, num_units=config.vocab.num_units)
-  vocab = config.model.vocab_size if config.model.vocab_size > 0 else (
-      layout.size if kind == "random" else cfg.vocab_size)
   if kind == "random":  # special ids from the tokenizer / layout, never the preset's
-    cfg = cfg.replace(vocab_size=vocab, bos_token_id=layout.bos_id, eos_token_id=layout.eos_id)
-    cfg = _apply_model_overrides(cfg, config)
+    cfg = model_config(config, cfg, layout.size, param_dtype, dtype, layout)
     params = _pure(create_model(cfg, mesh, seed=config.seed))
   else:
-    cfg = _apply_model_overrides(cfg, config)
-    if vocab < cfg.vocab_size:
-      logging.info("init: keeping the first %d of %d vocabulary rows", vocab, cfg.vocab_size)
-      params, cfg = _truncate_vocab(params, cfg, vocab, mesh)
-    elif vocab != cfg.vocab_size:
-      raise ValueError(f"config.model.vocab_size={vocab} but {path} has {cfg.vocab_size}: growing the vocabulary "
-                       "is done by the conversion (tools/convert_hf_to_orbax.py --add_speech_units)")
+    loaded = cfg
+    cfg = model_config(config, loaded, loaded.vocab_size, param_dtype, dtype)
+    if cfg.vocab_size < loaded.vocab_size:
+      logging.info("init: keeping the first %d of %d vocabulary rows", cfg.vocab_size, loaded.vocab_size)
+      params, _ = _truncate_vocab(params, loaded, cfg.vocab_size, mesh)
+    elif cfg.vocab_size != loaded.vocab_size:
+      raise ValueError(f"config.model.vocab_size={cfg.vocab_size} but {path} has {loaded.vocab_size}: growing the "
+                       "vocabulary is done by the conversion (tools/convert_hf_to_orbax.py --add_speech_units)")
   return Start(cfg, layout, tokenizer, params, source)

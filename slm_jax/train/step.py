@@ -1,10 +1,10 @@
-"""The SIMS train step (docs/reference.md §5) as a pure function of (params, opt_state, batch), and its sharded jit.
+"""The update step every objective shares, as a pure function of (params, opt_state, batch), and its sharded jit.
 
-The NNX model is split once; `params` is its pure dict (the Orbax PARAMS item). The loss is the sum of
--log p over every unmasked label of the global batch divided once by their count, also across gradient
-accumulation micro-batches (a lax.scan that sums gradients and counts). Log-probs come from
-`loss.token_logprobs` (fp32, chunked over the sequence). A step whose loss or gradient is not finite
-leaves params and optimizer state unchanged and reports `finite = 0`; the loop stops on it.
+`make_step(loss_sums, ...)` holds what does not depend on the objective: micro-batches (a lax.scan that sums
+gradients and sums), one division by the global batch's weight (label tokens, pairs) across micro-batches, the
+optimizer (clipping included) and keep-if-finite: a step whose loss or gradient is not finite leaves params and
+optimizer state unchanged and reports `finite = 0`; the loop stops on it. The objectives (`train/objective.py`)
+supply `loss_sums`: language modelling's (docs/reference.md §5) in `train/lm.py`, DPO's in `train/dpo/`.
 """
 from __future__ import annotations
 
@@ -13,35 +13,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from slm_jax.data.packing import BATCH_KEYS
 from slm_jax.sharding import constrain, logical_to_spec
-from slm_jax.train.loss import fused_nll_sum, kind_nll_sums, token_logprobs
-
-
-
-def _sums(graphdef, params, mb, loss_chunk: int, packed: bool = True, fused: bool = False):
-  """(nll sum, count, per-kind nll sums [3], per-kind counts [3]) of one micro-batch.
-
-  packed=False ignores segment ids and positions: every row is one causal document (benchmarks).
-  fused=True takes the sum from `loss.fused_nll_sum` (gradient formed in the forward pass, training only).
-  """
-  model = nnx.merge(graphdef, params)
-  if packed:
-    hidden = model(mb["input_ids"], mb["positions"], mb["segment_ids"])
-  else:
-    hidden = model(mb["input_ids"])
-  m = mb["loss_mask"].astype(jnp.float32)
-  if fused:
-    nll_sum, nll = fused_nll_sum(model, hidden, mb["targets"], m, chunk_size=loss_chunk)
-    lp = -nll
-  else:
-    lp = token_logprobs(model, hidden, mb["targets"], chunk_size=loss_chunk)
-    nll_sum = jnp.where(m > 0, -lp, 0.0).sum()
-  kind_sum, kind_count = kind_nll_sums(jax.lax.stop_gradient(lp), m, mb["kind"])
-  return nll_sum, m.sum(), kind_sum, kind_count
 
 
 def split_micro_batches(batch: dict, n: int) -> dict:
@@ -60,75 +35,87 @@ def global_norm(tree) -> jax.Array:
   return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
 
 
-def make_train_step(graphdef, tx: optax.GradientTransformation, lr_fn: Callable | None = None, *,
-                    micro_batches: int = 1, loss_chunk: int = 512, nan_at_step: int = 0, packed: bool = True,
-                    fused_loss: bool = True, param_shardings=None):
-  """step(params, opt_state, batch, step) -> (params, opt_state, metrics). Pure; jit it with `jit_train_step`.
+LossSums = Callable  # (params, micro-batch) -> (objective total, its weight, aux sums): see `make_step`
 
-  param_shardings: the params' NamedShardings; the fp32 gradient accumulator of micro-batching is held in
-  them (otherwise XLA may keep it whole on every device).
 
-  fused_loss: take the loss gradient from `loss.fused_nll_sum` (no logits recomputation in the backward pass);
-  False differentiates through `loss.token_logprobs` instead (same values, more FLOPs).
-  `nan_at_step` > 0 plants a NaN in the loss of that (1-based) step, to test the non-finite stop.
+def make_step(loss_sums: LossSums, tx: optax.GradientTransformation, lr_fn: Callable | None = None, *,
+              normaliser: Callable[[dict], int], keys: tuple[str, ...] = BATCH_KEYS, micro_batches: int = 1,
+              split: Callable[[dict, int], dict] | None = None, step_metrics: Callable | None = None,
+              nan_at_step: int = 0, param_shardings=None):
+  """step(params, opt_state, batch, step) -> (params, opt_state, metrics), the update of every objective.
+
+  `loss_sums(params, mb)` gives (total, weight, aux) of one micro-batch: the objective over the global batch is
+  sum(total) / sum(weight) (label tokens for language modelling, pairs for DPO); aux is a dict of sums with at least
+  `tokens` (label tokens), `kind_nll` [3] and `kind_count` [3]. The gradient is taken of total / normaliser(batch)
+  (a static size that keeps summed gradients in range), summed over micro-batches (a lax.scan; `split` makes
+  them, default rows k, k+n, ...), then rescaled once by normaliser / sum(weight). Clipping is the optimizer's.
+  A step whose loss or gradient is not finite keeps the old params and optimizer state and reports finite = 0.
+  `step_metrics(aux, weight)` adds the objective's own metrics. `nan_at_step` > 0 plants a NaN in the loss of that
+  (1-based) step, to test the non-finite stop. `param_shardings`: the params' NamedShardings; the fp32
+  gradient accumulator of micro-batching is held in them (otherwise XLA may keep it whole on every device).
   """
+  split = split or split_micro_batches
 
   def step(params, opt_state, batch, step_no):
-    batch = {k: batch[k] for k in BATCH_KEYS}
-    tokens = batch["input_ids"].shape[0] * batch["input_ids"].shape[1]
-    scale = 1.0 / tokens  # static normaliser keeps summed gradients in range; the true count is divided later
+    batch = {k: batch[k] for k in keys}
+    norm = normaliser(batch)
 
     def loss_fn(p, mb):
-      nll_sum, count, ks, kc = _sums(graphdef, p, mb, loss_chunk, packed, fused_loss)
+      total, weight, aux = loss_sums(p, mb)
       if nan_at_step > 0:
-        nll_sum = nll_sum * jnp.where(step_no + 1 == nan_at_step, jnp.nan, 1.0)
-      return nll_sum * scale, (nll_sum, count, ks, kc)
+        total = total * jnp.where(step_no + 1 == nan_at_step, jnp.nan, 1.0)
+      return total / norm, (total, weight, aux)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if micro_batches == 1:
-      (_, aux), grads = grad_fn(params, batch)
+      (_, sums), grads = grad_fn(params, batch)
     else:
-      mbs = split_micro_batches(batch, micro_batches)
+      mbs = split(batch, micro_batches)
 
       def body(acc, mb):
-        g_acc, a_acc = acc
-        (_, aux), g = grad_fn(params, mb)
-        return (jax.tree.map(lambda x, y: x + y.astype(jnp.float32), g_acc, g),
-                jax.tree.map(jnp.add, a_acc, aux)), None
+        g_acc, s_acc = acc
+        (_, s), g = grad_fn(params, mb)
+        return (jax.tree.map(lambda x, y: x + y.astype(jnp.float32), g_acc, g), jax.tree.map(jnp.add, s_acc, s)), None
 
       zeros_g = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), params)
       if param_shardings is not None:
         zeros_g = jax.lax.with_sharding_constraint(zeros_g, param_shardings)
-      zeros_a = (jnp.zeros(()), jnp.zeros(()), jnp.zeros(3), jnp.zeros(3))
-      (grads, aux), _ = jax.lax.scan(body, (zeros_g, zeros_a), mbs)
-    nll_sum, count, kind_sum, kind_count = aux
-    denom = jnp.maximum(count, 1.0)
-    grads = jax.tree.map(lambda g, p: (g * (tokens / denom)).astype(p.dtype), grads, params)
-    loss = nll_sum / denom
+      first = jax.tree.map(lambda x: x[0], mbs)
+      zeros_s = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
+                             jax.eval_shape(lambda p, mb: loss_fn(p, mb)[1], params, first))
+      (grads, sums), _ = jax.lax.scan(body, (zeros_g, zeros_s), mbs)
+    total, weight, aux = sums
+    denom = jnp.maximum(weight, 1.0)
+    grads = jax.tree.map(lambda g, p: (g * (norm / denom)).astype(p.dtype), grads, params)
+    loss = total / denom
     grad_norm = global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, new_opt = tx.update(grads, opt_state, params)
     new_params = optax.apply_updates(params, updates)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-    metrics = {"loss": loss, "count": count, "kind_nll": kind_sum, "kind_count": kind_count,
+    metrics = {"loss": loss, "count": aux["tokens"], "kind_nll": aux["kind_nll"], "kind_count": aux["kind_count"],
                "grad_norm": grad_norm, "finite": finite.astype(jnp.int32),
-               "lr": jnp.asarray(lr_fn(step_no) if lr_fn is not None else 0.0, jnp.float32)}
+               "lr": jnp.asarray(lr_fn(step_no) if lr_fn is not None else 0.0, jnp.float32),
+               **(step_metrics(aux, weight) if step_metrics is not None else {})}
     return keep(new_params, params), keep(new_opt, opt_state), metrics
 
   return step
 
 
-def make_eval_step(graphdef, loss_chunk: int = 512):
-  """eval(params, batch) -> {nll, count, kind_nll, kind_count} sums (add over batches, divide once)."""
+def make_eval(loss_sums: LossSums):
+  """eval(params, batch) -> sums to add over batches: nll (the objective's total), count (its weight), kind_nll,
+  kind_count and the objective's other aux sums; val_loss = nll / count."""
 
   def evaluate(params, batch):
-    nll_sum, count, ks, kc = _sums(graphdef, params, batch, loss_chunk)
-    return {"nll": nll_sum, "count": count, "kind_nll": ks, "kind_count": kc}
+    total, weight, aux = loss_sums(params, batch)
+    out = {k: v for k, v in aux.items() if k != "tokens"}
+    return {"nll": total, "count": weight, **out}
 
   return evaluate
 
 
-def batch_sharding(mesh: Mesh, seq_len: int | None = None) -> NamedSharding:
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Rows over the mesh's batch axes (data x fsdp), positions over none."""
   return NamedSharding(mesh, logical_to_spec(("batch", "length"), None, mesh))
 
 
@@ -183,3 +170,8 @@ def jit_eval_step(eval_fn, mesh: Mesh, param_shardings, batch_shardings: dict | 
       return jitted(params, {k: batch[k] for k in batch_sh})
 
   return run
+
+
+def make_train_step(*args, **kwargs):  # TEMPORARY shim during the refactor; callers move to lm.make_train_step
+  from slm_jax.train.lm import make_train_step as lm_step
+  return lm_step(*args, **kwargs)

@@ -29,7 +29,6 @@ from slm_jax.checkpoint import orbax_io
 from slm_jax.checkpoint.tokenizer_files import save_tokenizer
 from slm_jax.model.config import ModelConfig
 from slm_jax.train import data as data_lib
-from slm_jax.train import dpo
 from slm_jax.train import flops as flops_lib
 from slm_jax.train import optimizer as opt_lib
 from slm_jax.train import validate
@@ -251,8 +250,8 @@ def resume(s: Setup) -> tuple[Start, State, Any]:
     cfg = ModelConfig.from_dict(meta["model_config"]).replace(**runtime_overrides(s.config, s.param_dtype, s.dtype))
     layout = VocabLayout.from_dict(meta["vocab_layout"]) if meta.get("vocab_layout") else None
     prog = build_program(s.config, cfg, s.mesh, s.schedule_steps)
-    it = data_lib.make_iterator(s.config, layout, tokenizer, "train", num_epochs=s.config.data.num_epochs,
-                                reference_fingerprint=_fingerprint(meta.get("init_source")))
+    it = prog.objective.make_iterator(s.config, layout, tokenizer, "train", num_epochs=s.config.data.num_epochs,
+                                      source=meta.get("init_source"))
     params, opt_state, ts, _ = s.ckpt.restore(step, abstract_params=prog.abstract_params,
                                               abstract_opt_state=prog.abstract_opt,
                                               data_iter=data_lib.StateRestorer(it))
@@ -271,21 +270,14 @@ def start_fresh(s: Setup) -> tuple[Start, State, Any]:
   _log("fresh start: init %s", init.source)
   prog = build_program(s.config, init.cfg, s.mesh, s.schedule_steps)
   params = jax.device_put(init.params, prog.param_shardings)
-  source = init.source
-  if prog.dpo is not None:  # the weights the run starts from (the DPO reference): recorded with every checkpoint
-    source = dict(source, params_fingerprint=dpo.params_fingerprint(params))
+  source = prog.objective.start_source(init.source, params, prog.parts)  # recorded with every checkpoint
   state = State(params, prog.opt_init(params),
                 rng=np.asarray(jax.random.key_data(jax.random.key(s.config.seed))).tolist())
   if init.tokenizer is not None and jax.process_index() == 0:
     save_tokenizer(init.tokenizer, os.path.join(s.ckpt_dir, orbax_io.TOKENIZER_DIR))
-  it = data_lib.make_iterator(s.config, init.layout, init.tokenizer, "train", num_epochs=s.config.data.num_epochs,
-                              reference_fingerprint=_fingerprint(source))
+  it = prog.objective.make_iterator(s.config, init.layout, init.tokenizer, "train",
+                                    num_epochs=s.config.data.num_epochs, source=source)
   return Start(init.cfg, init.layout, init.tokenizer, source, prog), state, it
-
-
-def _fingerprint(source) -> str | None:
-  """`dpo.params_fingerprint` of a run's starting weights, from its init source record (DPO runs)."""
-  return source.get("params_fingerprint") if isinstance(source, dict) else None
 
 
 def write_shardings(workdir: str, prog: Program) -> str:
@@ -310,8 +302,9 @@ def write_shardings(workdir: str, prog: Program) -> str:
 def evaluate(config, start: Start, params) -> dict:
   """Token-mean validation loss over up to eval_batches batches (one pass of the validation split)."""
   mesh = start.prog.mesh
-  it = data_lib.make_iterator(config, start.layout, start.tokenizer, "validation", num_epochs=1,
-                              reference_fingerprint=_fingerprint(start.source))
+  objective = start.prog.objective
+  it = objective.make_iterator(config, start.layout, start.tokenizer, "validation", num_epochs=1,
+                               source=start.source)
   total = None
   for _ in range(config.eval_batches):
     b = next(it, None)
@@ -319,18 +312,17 @@ def evaluate(config, start: Start, params) -> dict:
       if not _any_process(b is not None):
         break
       if b is None:
-        rows, length = dpo.batch_shape(config)
-        b = data_lib.empty_batch(rows // jax.process_count(), length)
+        b = objective.empty_host_batch(config, jax.process_count())
     elif b is None:
       break
-    out = start.prog.eval_step(params, data_lib.global_batch(b, mesh))
+    out = start.prog.eval_step(params, data_lib.global_batch(b, mesh, objective.extra_keys))
     total = out if total is None else jax.tree.map(lambda a, c: a + c, total, out)
   if total is None:
     return {}
   total = jax.device_get(total)
   rec = {"val_loss": float(total["nll"]) / max(float(total["count"]), 1.0)}
   rec.update(kind_losses(total["kind_nll"], total["kind_count"], prefix="val_loss_"))
-  rec.update({f"val_{k}": float(v) / max(float(total["count"]), 1.0) for k, v in total.items() if "/" in k})
+  rec.update({f"val_{k}": float(total[k]) / max(float(total["count"]), 1.0) for k in objective.metric_names})
   return rec
 
 
@@ -374,8 +366,8 @@ def run_loop(s: Setup, start: Start, state: State, train_it, writer: MetricsWrit
     if status:
       break
     # one step; the next batch is fetched while the device computes
-    state.params, state.opt_state, metrics = prog.train_step(state.params, state.opt_state,
-                                                             data_lib.global_batch(batch, s.mesh), state.step)
+    host = data_lib.global_batch(batch, s.mesh, prog.objective.extra_keys)
+    state.params, state.opt_state, metrics = prog.train_step(state.params, state.opt_state, host, state.step)
     data_snapshot = data_lib.StateSnapshot(train_it)
     batch = next(train_it, None)
     m = jax.device_get(metrics)
@@ -445,13 +437,12 @@ def train(config, workdir: str) -> dict:
   try:
     s = setup(config, workdir)
     start, state, train_it = resume(s) if s.ckpt.all_steps() else start_fresh(s)
-    if start.prog.dpo is not None:  # the frozen reference, or its log-probs stored with the data
-      dpo.prepare_reference(config, start.prog, start.layout, state.params, fresh=start.resumed_from is None,
-                            param_dtype=s.param_dtype, dtype=s.dtype, fingerprint=_fingerprint(start.source))
+    start.prog.objective.prepare(config, start.prog, start.layout, state.params, fresh=start.resumed_from is None,
+                                 param_dtype=s.param_dtype, dtype=s.dtype, source=start.source)
     writer = MetricsWriter(workdir, enabled=jax.process_index() == 0, tensorboard=config.tensorboard,
                            resume_step=state.step)
     _write_run_info(s, start, writer)
-    fpt = flops_lib.step_flops_per_token(config, start.cfg)  # DPO: + the reference forward
+    fpt = start.prog.objective.flops_per_slot(config, start.cfg)  # DPO: + the reference forward
     peak, _ = flops_lib.device_peak(s.dtype)
     chrono = Chrono(config.global_batch_size * config.seq_len, s.step_limit, config.token_budget, fpt,
                     s.mesh.size, peak)
@@ -477,9 +468,9 @@ def _write_run_info(s: Setup, start: Start, writer: MetricsWriter) -> None:
     writer.write_config(config.to_json_best_effort(indent=2))
   write_shardings(s.workdir, start.prog)
   cfg = start.cfg
-  fpt = flops_lib.step_flops_per_token(config, cfg)
+  fpt = start.prog.objective.flops_per_slot(config, cfg)
   peak, peak_src = flops_lib.device_peak(s.dtype)
-  ref = " (+ the DPO reference forward)" if fpt != flops_lib.flops_per_token(cfg, config.seq_len) else ""
+  ref = f" (objective {start.prog.objective.name})" if fpt != flops_lib.flops_per_token(cfg, config.seq_len) else ""
   _log("model %s: %.3gB params (%.3gB non-embedding), %.4g training FLOPs/token%s at length %d; peak %s: %s",
        cfg.arch, cfg.num_params() / 1e9, cfg.num_params(False) / 1e9, fpt, ref, config.seq_len,
        "unknown" if peak is None else f"{peak / 1e12:.1f} TFLOP/s/device", peak_src)

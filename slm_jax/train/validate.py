@@ -3,8 +3,9 @@
 Rules: positive learning rate and sizes (min_lr >= 0), a global batch that divides over the mesh's data x fsdp
 devices, the processes and the micro-batches, seq_len within the model's positions, known names for every
 choice (precision, attention, init, objective, data kind, ...), input paths that exist, a stop condition
-(step count or token budget) that can be met, and for objective='dpo' the rules of `check_dpo`. Reads only small JSON files (HF config.json, manifests, the
-run's own checkpoint metadata); never builds a model or touches an accelerator.
+(step count or token budget) that can be met, and the objective's own rules (`objective.Objective.config_problems`,
+`path_problems`). Reads only small JSON files (HF config.json, manifests, the run's own checkpoint metadata); never
+builds a model or touches an accelerator.
 """
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import math
 import os
 import re
 
-from slm_jax import assets
+from slm_jax import assets, sharding
 from slm_jax.model.config import ATTENTION_IMPLS, PRESETS, ModelConfig
+from slm_jax.train import objectives
 from slm_jax.train.checkpointing import CHECKPOINT_DIR
 
 
@@ -69,23 +71,19 @@ def check_numbers(c) -> list[str]:
 
 
 def resolve_mesh(c, device_count: int) -> tuple[dict | None, list[str]]:
-  """({'data', 'fsdp', 'tensor'} sizes on `device_count` devices, problems)."""
-  shape = {k: c.mesh[k] for k in ("data", "fsdp", "tensor")}
-  bad = [f"config.mesh.{k}={v!r}: must be >= 1 or -1 (the remaining devices)" for k, v in shape.items()
-         if not isinstance(v, int) or (v < 1 and v != -1)]
-  if bad:
-    return None, bad
-  free = [k for k, v in shape.items() if v == -1]
-  if len(free) > 1:
-    return None, [f"config.mesh: at most one axis may be -1, got {shape}"]
-  known = math.prod(v for v in shape.values() if v != -1)
-  if free:
-    if device_count % known:
-      return None, [f"config.mesh={shape}: {device_count} devices do not divide by the fixed axes' {known}"]
-    shape[free[0]] = device_count // known
-  if math.prod(shape.values()) != device_count:
-    return None, [f"config.mesh={shape} needs {math.prod(shape.values())} devices, {device_count} are present"]
-  return shape, []
+  """({'data', 'fsdp', 'tensor'} sizes on `device_count` devices, problems): `sharding.resolve_mesh_shape`."""
+  try:
+    return sharding.resolve_mesh_shape(c.mesh.data, c.mesh.fsdp, c.mesh.tensor, device_count), []
+  except ValueError as e:
+    return None, str(e).split("; ")
+
+
+def _objective(c):
+  """The config's objective, or None when config.objective names none (check_choices reports it)."""
+  try:
+    return objectives.get(c)
+  except ValueError:
+    return None
 
 
 def check_batch(c, device_count: int | None, process_count: int = 1) -> list[str]:
@@ -106,8 +104,13 @@ def check_batch(c, device_count: int | None, process_count: int = 1) -> list[str
   shape, problems = resolve_mesh(c, device_count)
   out += problems
   rows, what = b, f"config.global_batch_size={b} does"
-  if c.get("objective", "lm") == "dpo" and c.get("dpo", {}).get("shared_prompt", False) is True:
-    rows, what = b // 2, f"config.global_batch_size={b} makes {b // 2} shared-prompt rows (dpo.shared_prompt), which do"
+  objective = _objective(c)
+  try:
+    got = objective.batch_shape(c)[0] if objective is not None else b
+  except (ValueError, TypeError, ZeroDivisionError):
+    got = b  # the objective's own rules report why it has no batch shape
+  if got != b:
+    rows, what = got, f"config.global_batch_size={b} makes {got} rows (objective {objective.name!r}), which do"
   if shape is not None and rows % (shape["data"] * shape["fsdp"]):
     out.append(f"{what} not divide over the mesh's data x fsdp = "
                f"{shape['data']} x {shape['fsdp']} devices (mesh {shape} on {device_count} devices)")
@@ -120,7 +123,6 @@ def check_choices(c) -> list[str]:
   from slm_jax.train import data as data_lib
   from slm_jax.train.init import INIT_KINDS, LAYOUTS
   from slm_jax.train.optimizer import PRECISIONS
-  from slm_jax.train.program import OBJECTIVES
   out = []
 
   def one_of(key, value, known):
@@ -133,8 +135,11 @@ def check_choices(c) -> list[str]:
     out.append(f"config.model.attention_impl='cudnn' needs a bf16 compute dtype; precision={c.precision!r} "
                "computes in float32 (use attention_impl='xla' or precision 'bf16' / 'mixed')")
   one_of("init.kind", c.init.kind, INIT_KINDS)
-  one_of("objective", c.get("objective", "lm"), OBJECTIVES)
+  one_of("objective", c.get("objective", "lm"), tuple(objectives.OBJECTIVES))
   one_of("data.kind", c.data.kind, data_lib.DATA_KINDS)
+  objective = _objective(c)
+  if objective is not None and c.data.kind in data_lib.DATA_KINDS and c.data.kind not in objective.data_kinds:
+    out.append(f"config.data.kind={c.data.kind!r}: objective={objective.name!r} trains on {objective.data_about}")
   one_of("data.interleave_mode", c.data.interleave_mode, interleave.MODES)
   if c.vocab.layout:
     one_of("vocab.layout", c.vocab.layout, tuple(LAYOUTS))
@@ -256,39 +261,12 @@ def check_stop(c) -> list[str]:
   return out
 
 
-def check_dpo(c, resuming: bool, process_count: int = 1) -> list[str]:
-  """objective='dpo': `dpo.config_problems` (preference data, pairs per batch, loss options, reference mode,
-  prompt length), the preference folder, and an init to start the policy from, which the in-memory reference
-  reloads on resume (init.kind='random', the seeded model of the tests and the tiny demo, needs none)."""
-  if c.get("objective", "lm") != "dpo":
-    if c.data.kind == "preference":
-      return [f"config.data.kind='preference' holds pairs for objective='dpo', not {c.get('objective', 'lm')!r}"]
+def check_objective(c, resuming: bool, process_count: int = 1) -> list[str]:
+  """The objective's own rules (`Objective.config_problems`, `Objective.path_problems`)."""
+  objective = _objective(c)
+  if objective is None:
     return []
-  from slm_jax.data import records
-  from slm_jax.train import dpo
-  out = dpo.config_problems(c, process_count)
-  path = c.data.sources.get("preference", "")
-  if path:
-    key = f"config.data.sources.preference={path!r}"
-    if not os.path.isdir(path):
-      out.append(f"{key}: no such folder")
-    else:
-      try:
-        manifest = records.read_manifest(path)
-      except (OSError, ValueError) as e:
-        out.append(f"{key}: {e}")
-      else:
-        if manifest.get("kind") != "preference":
-          out.append(f"{key}: holds {manifest.get('kind')!r} documents, not preference pairs "
-                     "(tools/prepare_data.py --kind=preference)")
-        elif not manifest.get("splits", {}).get("train", {}).get("num_examples", 0):
-          out.append(f"{key}: its train split has no pairs")
-  if c.init.kind in ("hf", "orbax") and resuming and c.dpo.reference == "model":
-    init = os.path.expanduser(c.init.path)
-    if not init or not os.path.isdir(init):
-      out.append(f"config.init.path={c.init.path!r}: no such folder, but a resumed DPO run with "
-                 "dpo.reference='model' reloads its reference from it")
-  return out
+  return objective.config_problems(c, process_count) + objective.path_problems(c, resuming)
 
 
 def problems(config, workdir: str | None = None, device_count: int | None = None,
@@ -297,7 +275,7 @@ def problems(config, workdir: str | None = None, device_count: int | None = None
   resuming = bool(checkpoint_steps(workdir))
   out = check_numbers(config) + check_batch(config, device_count, process_count) + check_choices(config)
   out += check_paths(config, resuming) + check_positions(config, workdir) + check_stop(config)
-  out += check_dpo(config, resuming, process_count)
+  out += check_objective(config, resuming, process_count)
   return out
 
 
