@@ -125,10 +125,15 @@ def test_mixing_proportions_over_10k_documents(sources, tok_layout):
   docs = pipeline.document_dataset(sources, weights, tok, layout, split="train", seed=0, process_index=0,
                                    process_count=1)
   kinds = list(sources)
-  got = np.asarray([int(docs[i]["source"]) for i in range(10_000)])
-  freq = np.bincount(got, minlength=3) / len(got)
-  for i, k in enumerate(kinds):
-    assert abs(freq[i] - weights[k]) < 0.02, (k, freq[i])
+  assert pipeline.MIX_BLOCK == 10_000
+  got = np.asarray([int(docs[i]["source"]) for i in range(20_000)])
+  # exact proportions in every block of MIX_BLOCK documents: the weights x 10,000 are whole numbers here
+  want = [{"text": 2024, "interleaved": 5433, "speech": 2543}[k] for k in kinds]
+  assert pipeline.apportion([weights[k] for k in kinds], 10_000).tolist() == want
+  for j in (0, 10_000):
+    assert np.bincount(got[j:j + 10_000], minlength=3).tolist() == want
+  assert got[:10_000].tolist() != got[10_000:].tolist()  # each block has its own order
+  got = got[:10_000]
   windows = np.asarray([np.bincount(got[j:j + 100], minlength=3) for j in range(0, 10_000, 100)])
   assert windows.std(axis=0).min() > 1  # random order, not a fixed round robin
   assert [int(docs[i]["source"]) for i in range(300)] != [int(docs[i]["source"]) for i in range(300, 600)]
@@ -136,6 +141,15 @@ def test_mixing_proportions_over_10k_documents(sources, tok_layout):
   other = pipeline.document_dataset(sources, weights, tok, layout, split="train", seed=1, process_index=0,
                                     process_count=1)
   assert [int(other[i]["source"]) for i in range(300)] != got[:300].tolist()
+  assert np.bincount([other.slot(i)[0] for i in range(10_000)], minlength=3).tolist() == want
+
+
+def test_apportion_largest_remainder_by_hand():
+  assert pipeline.apportion([1, 1, 1], 10).tolist() == [4, 3, 3]  # 3.33 each: the first remainder wins the tie
+  assert pipeline.apportion([0.5, 0.3, 0.2, 0.0], 7).tolist() == [4, 2, 1, 0]  # 3.5 2.1 1.4 0: +1 to 3.5
+  assert pipeline.apportion([1000, 1], 10).tolist() == [9, 1]  # 9.99 0.01: a positive weight keeps one slot
+  with pytest.raises(ValueError, match="non-negative with a positive sum"):
+    pipeline.apportion([0.0, 0.0], 10)
 
 
 def _take(it, n):

@@ -13,7 +13,7 @@ from flax import nnx
 from slm_jax.model import create_model, preset
 from slm_jax.model.create import model_shardings
 from slm_jax.sharding import make_mesh
-from slm_jax.train import flops, optimizer, step as step_lib
+from slm_jax.train import flops, lm, optimizer, step as step_lib
 from slm_jax.train.synthetic import SyntheticIterator
 from slm_jax.vocab import VocabLayout
 
@@ -48,7 +48,7 @@ def _one_step(params_np, batch, mesh, micro=1, precision="fp32"):
   abstract_params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), params, param_sh)
   init, opt_sh = step_lib.compile_opt_init(tx, abstract_params, param_sh, mesh)
   opt = init(params)
-  fn = step_lib.jit_train_step(step_lib.make_train_step(graphdef, tx, lr, micro_batches=micro, loss_chunk=16),
+  fn = step_lib.jit_train_step(lm.make_train_step(graphdef, tx, lr, micro_batches=micro, loss_chunk=16),
                                mesh, param_sh, opt_sh)
   from slm_jax.train.data import global_batch
   new_params, new_opt, m = fn(params, opt, global_batch(batch, mesh), 0)
@@ -142,32 +142,49 @@ def test_schedule_warmup_cosine_to_minimum():
   assert optimizer.warmup_steps(17625, 0.01, 100) == 177 and optimizer.warmup_steps(5000, 0.01, 100) == 100
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_fused_loss_gradient_equals_autodiff_of_token_logprobs(dtype):
-  """Untied head (qwen2), masked labels, T not a multiple of the chunk: value and every gradient."""
+def test_fused_loss_gradient_equals_autodiff_of_token_logprobs():
+  """Untied head (qwen2), masked labels, T not a multiple of the chunk: value and every gradient, in fp32 and with
+  bf16 compute (fp32 parameters), the latter against the fp32 autodiff reference."""
   from slm_jax.train.loss import fused_nll_sum, token_logprobs
-  cfg = preset("tiny-qwen2", vocab_size=300, dtype=dtype)
-  graphdef, state = nnx.split(create_model(cfg, make_mesh(fsdp=1, devices=jax.devices()[:1]), seed=1))
-  p = nnx.to_pure_dict(state)
   rng = np.random.default_rng(0)
   ids, tg = (jnp.asarray(rng.integers(0, 300, (2, 40))) for _ in range(2))
   mask = jnp.asarray((rng.random((2, 40)) < 0.8).astype(np.float32))
+  got = {}
+  for dtype in ("float32", "bfloat16"):
+    cfg = preset("tiny-qwen2", vocab_size=300, dtype=dtype)
+    graphdef, state = nnx.split(create_model(cfg, make_mesh(fsdp=1, devices=jax.devices()[:1]), seed=1))
+    p = nnx.to_pure_dict(state)
 
-  def ref(p):
-    m = nnx.merge(graphdef, p)
-    return -(token_logprobs(m, m(ids), tg, chunk_size=16) * mask).sum()
+    def ref(p):
+      m = nnx.merge(graphdef, p)
+      return -(token_logprobs(m, m(ids), tg, chunk_size=16) * mask).sum()
 
-  def fused(p):
-    m = nnx.merge(graphdef, p)
-    return fused_nll_sum(m, m(ids), tg, mask, chunk_size=16)[0]
+    def fused(p):
+      m = nnx.merge(graphdef, p)
+      return fused_nll_sum(m, m(ids), tg, mask, chunk_size=16)[0]
 
-  a, ga = jax.jit(jax.value_and_grad(ref))(p)
-  b, gb = jax.jit(jax.value_and_grad(fused))(p)
-  tol = 1e-6 if dtype == "float32" else 2e-2
-  np.testing.assert_allclose(float(b), float(a), rtol=tol)
-  for x, y in zip(jax.tree.leaves(gb), jax.tree.leaves(ga)):
-    scale = float(jnp.abs(y).max()) + 1e-12
-    assert float(jnp.abs(x - y).max()) <= tol * 10 * scale
+    got[dtype, "ref"] = jax.jit(jax.value_and_grad(ref))(p)
+    got[dtype, "fused"] = jax.jit(jax.value_and_grad(fused))(p)
+
+  def check(a, b, loss_rtol, grad_tol):
+    (la, ga), (lb, gb) = got[a], got[b]
+    np.testing.assert_allclose(float(la), float(lb), rtol=loss_rtol, err_msg=f"{a} vs {b}")
+    worst = 0.0
+    for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(ga), jax.tree.leaves(gb)):
+      assert x.dtype == y.dtype == jnp.float32  # gradients of the fp32 parameters
+      err = float(jnp.abs(x - y).max() / jnp.abs(y).max())
+      assert err <= grad_tol, (a, b, jax.tree_util.keystr(path), err)
+      worst = max(worst, err)
+    return worst
+
+  check(("float32", "fused"), ("float32", "ref"), 1e-6, 2e-6)  # measured: loss identical, gradients 4.8e-7
+  # bf16 keeps 8 significant bits (unit roundoff u = 2^-8); a few roundings of activations and matmul operands
+  # on the way give per-leaf errors of about 2.4u (median) and at most 5.2u of the leaf's largest entry (measured
+  # 2.0e-2); bound 16u. The loss is summed in fp32: measured 3.0e-6 relative.
+  bf16 = 16 * 2.0 ** -8
+  check(("bfloat16", "fused"), ("bfloat16", "ref"), 1e-6, bf16)  # measured: loss identical, gradients 1.4e-2
+  assert check(("bfloat16", "ref"), ("float32", "ref"), 3e-5, bf16) > 2.0 ** -8  # and the compute was bf16
+  check(("bfloat16", "fused"), ("float32", "ref"), 3e-5, bf16)
 
 
 def test_flops_llama3_2_3b_hand_count():

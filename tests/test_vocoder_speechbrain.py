@@ -20,6 +20,9 @@ from slm_jax.vocoder import Vocoder, convert
 
 HERE = os.path.dirname(__file__)
 GOLDEN = os.path.join(HERE, "data", "vocoder", "speechbrain_golden.npz")
+# largest |ours - speechbrain| on waveforms of peak 0.70 (dp) and 0.32 (nodp): measured 3.0e-6 and 1.5e-7, the same
+# for a clip alone and in the padded batch
+TOL = {"dp": 1.5e-5, "nodp": 1e-6}
 SB_PYTHON = os.environ.get("SLM_JAX_SPEECHBRAIN_PYTHON",
                            os.path.expanduser("~/.cache/slm_jax/venv-speechbrain/bin/python"))
 
@@ -47,10 +50,10 @@ def _check(z, name, vocoder_dir):
   for i in range(n):  # each clip alone (the other rows are padding)
     wav = voc([units[i]])[0]
     assert wav.shape == refs[i].shape
-    assert np.abs(wav - refs[i]).max() < 1e-4
+    assert np.abs(wav - refs[i]).max() < TOL[name]
   for wav, ref in zip(voc(units), refs):
     assert wav.shape == ref.shape
-    assert np.abs(wav - ref).max() < 1e-4
+    assert np.abs(wav - ref).max() < TOL[name]
 
 
 @pytest.mark.parametrize("name", ["dp", "nodp"])

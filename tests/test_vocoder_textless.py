@@ -21,6 +21,9 @@ CFG = {"resblock": "1", "upsample_rates": [5, 4, 4, 2, 2], "upsample_kernel_size
        "num_embeddings": 100, "embedding_dim": 16, "model_in_dim": 16, "code_hop_size": 320, "sampling_rate": 16000,
        "dur_predictor_params": {"encoder_embed_dim": 16, "var_pred_hidden_dim": 16, "var_pred_kernel_size": 3,
                                 "var_pred_dropout": 0.5}}
+# largest |ours - torch| on these waveforms (weights scaled up, peaks near 1): measured 2.3e-6 for a clip alone,
+# 9.2e-6 in the padded batch, 1.2e-5 with given durations
+TOL = 5e-5
 
 
 class RefResBlock(nn.Module):
@@ -123,11 +126,11 @@ def test_textless_parity(textless):
   assert all(r.std() > 0.02 and np.mean(np.abs(r) > 0.99) < 0.01 for r in refs)
   assert max(d.max() for d in voc.durations(clips)) > 3
   for wav, r in zip(voc(clips), refs):  # one padded batch, durations from the predictor
-    assert wav.shape == r.shape and np.abs(wav - r).max() < 1e-4
+    assert wav.shape == r.shape and np.abs(wav - r).max() < TOL
   alone = voc([clips[0]])[0]
-  assert alone.shape == refs[0].shape and np.abs(alone - refs[0]).max() < 1e-4
+  assert alone.shape == refs[0].shape and np.abs(alone - refs[0]).max() < TOL
   for wav, r in zip(voc(clips, given), refs_given):  # given durations
-    assert wav.shape == r.shape and np.abs(wav - r).max() < 1e-4
+    assert wav.shape == r.shape and np.abs(wav - r).max() < TOL
 
 
 def test_textless_bad_inputs(textless, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from slm_jax.vocoder import records as vr
-from test_vocoder_speechbrain import GOLDEN, _convert
+from test_vocoder_speechbrain import GOLDEN, TOL, _convert
 from xla_env import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +33,7 @@ def test_vocode_tool_matches_speechbrain(tmp_path):
   for name, ref in (("clip0", z["dp/wav_0"]), ("clip1", z["dp/wav_1"])):
     wav, sr = sf.read(out / f"{name}.wav", dtype="float32")
     assert sr == 16000 and wav.shape == ref.shape
-    assert np.abs(wav - ref).max() < 1e-4
+    assert np.abs(wav - ref).max() < TOL["dp"]  # measured 2.1e-6 (written as float WAV)
 
 
 def test_units_records_errors(tmp_path):
