@@ -1,4 +1,6 @@
-"""Test setup: 8 simulated CPU devices (before jax is imported), fp32 matmuls, shared fixtures."""
+"""Test setup: 8 simulated CPU devices (before jax is imported), fp32 matmuls, shared fixtures, and under CI
+(`CI=true`) every skip outside the opt-in slow tier turned into a failure with a one-line reason."""
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -32,11 +34,30 @@ import pytest  # noqa: E402
 from slm_jax import assets  # noqa: E402
 
 
+# Under CI a skip is a failure (pytest_runtest_makereport / pytest_make_collect_report below): a missing asset, a
+# missing optional test dependency (importorskip), a missing tool or libtpu must not leave the run green. Only the
+# opt-in slow tier (marked `slow`, SLM_JAX_SLOW unset) may skip. Outside CI skips stay skips; `-rs` shows why.
+CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+SLOW = os.environ.get("SLM_JAX_SLOW") == "1"
+HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
+
+
+def one_line(text, limit=480) -> str:
+  """`text` on one line (whitespace runs collapsed), at most `limit` characters: its head (what failed) and its
+  tail (a command's last error) when it is longer."""
+  text = " ".join(str(text).split())
+  if len(text) <= limit:
+    return text
+  head = limit // 2
+  return f"{text[:head]} ... {text[-(limit - head - 5):]}"
+
+
 def _fetch(fn):
   try:
     return fn()
   except assets.MaterialUnavailable as e:
-    pytest.skip(f"test material unavailable (registry unreachable?): {e}")
+    pytest.skip(one_line(f"test material unavailable (registry unreachable? empty asset cache "
+                         f"{assets.cache_dir()}?): {e}"))
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +87,8 @@ def slamkit_example():
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: heavy check, run only with SLM_JAX_SLOW=1")
+  config.addinivalue_line("markers", "tpu: compiles for TPU topologies; needs libtpu (the .venv-tpu tier of "
+                                     "tools/run_tests.sh)")
 
 
 def pytest_unconfigure(config):
@@ -74,12 +97,43 @@ def pytest_unconfigure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-  if os.environ.get("SLM_JAX_SLOW") == "1":
-    return
-  skip = pytest.mark.skip(reason="slow: set SLM_JAX_SLOW=1 to run")
+  slow = pytest.mark.skip(reason="slow: set SLM_JAX_SLOW=1 to run")
+  tpu = pytest.mark.skip(reason="needs libtpu: tools/run_tests.sh runs the tpu tests in .venv-tpu "
+                                "(made by tools/setup_env.sh --tpu)")
   for item in items:
-    if "slow" in item.keywords:
-      item.add_marker(skip)
+    if "slow" in item.keywords and not SLOW:
+      item.add_marker(slow)
+    if "tpu" in item.keywords and not HAS_LIBTPU:
+      item.add_marker(tpu)
+
+
+def _skip_allowed(item) -> bool:
+  """Under CI only the opt-in slow tier may skip."""
+  return not CI or ("slow" in item.keywords and not SLOW)
+
+
+def _ci_failure(longrepr) -> str:
+  reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)  # (path, line, "Skipped: why")
+  return one_line(f"skipped under CI=true, which allows no skips outside the slow tier: "
+                  f"{reason.removeprefix('Skipped: ')}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+  """Under CI a skipped phase (skip / skipif marker, pytest.skip, importorskip) is reported as failed."""
+  rep = yield
+  if rep.skipped and not hasattr(rep, "wasxfail") and not _skip_allowed(item):
+    rep.outcome, rep.longrepr = "failed", _ci_failure(rep.longrepr)
+  return rep
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+  """Under CI a module that skips while it is collected (a module-level importorskip) is a collection error."""
+  rep = yield
+  if CI and rep.skipped:
+    rep.outcome, rep.longrepr = "failed", _ci_failure(rep.longrepr)
+  return rep
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,6 @@
 """Ahead-of-time compilation (train/aot.py, tools/aot_compile.py): model shapes without weights, the tool's JSON
 line and exit status on a simulated host, and TPU topologies (splash attention, v4's two devices per chip) where
-libtpu is installed (`pip install -e .[tpu]`)."""
-import importlib.util
+libtpu is installed (the tests marked `tpu`: tools/run_tests.sh runs them in .venv-tpu)."""
 import json
 import os
 import subprocess
@@ -15,8 +14,6 @@ from slm_jax.train import aot
 from slm_jax.train.config_base import base_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
-                                  reason="TPU topologies need libtpu: pip install -e .[tpu]")
 
 
 def test_recipe_model_shapes_without_weights():
@@ -45,7 +42,7 @@ def test_tool_on_simulated_host_prints_json_and_fails_when_too_small():
   assert rec["attention"] == "xla" and rec["jax"] == jax.__version__
 
 
-@needs_libtpu
+@pytest.mark.tpu  # needs libtpu (conftest)
 def test_v4_topology_has_two_devices_per_chip_and_v5e_1x1_one():
   devices = aot.topology_devices("v4:2x2x1")
   assert len(devices) == 8 and aot.cores_per_chip(devices) == 2
@@ -57,7 +54,7 @@ def test_v4_topology_has_two_devices_per_chip_and_v5e_1x1_one():
   assert len(one) == 1 and aot.cores_per_chip(one) == 1
 
 
-@needs_libtpu
+@pytest.mark.tpu  # needs libtpu (conftest)
 def test_tpu_step_compiles_with_splash_attention():
   c = base_config()
   c.model.preset, c.init.kind, c.vocab.base_size = "tiny-llama", "random", 200

@@ -80,7 +80,8 @@ def slm_jax_imports(path):
   """slm_jax module files imported by the file at `path` (anywhere in it, functions included)."""
   src = open(path, encoding="utf-8").read()
   out = set()
-  for pkg, names in re.findall(r"^\s*from\s+(slm_jax(?:\.\w+)*)\s+import\s+\(?([\w, \n]+)\)?", src, re.M):
+  for pkg, names in re.findall(r"^\s*from\s+(slm_jax(?:\.\w+)*)\s+import\s+(\([^)]*\)|[^\n]*)", src, re.M):
+    names = re.sub(r"#[^\n]*", "", names).strip("()")  # one line, or a parenthesised list over several
     for name in [n.strip().split(" as ")[0] for n in names.replace("\n", " ").split(",") if n.strip()]:
       out.add(module_file(f"{pkg}.{name}") or module_file(pkg))
   for pkg in re.findall(r"^\s*import\s+(slm_jax(?:\.\w+)*)", src, re.M):

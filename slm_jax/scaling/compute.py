@@ -11,6 +11,7 @@ import os
 from typing import Iterable
 
 from slm_jax.model.config import PRESETS, ModelConfig
+from slm_jax.train.flops import flops_per_token
 from slm_jax.vocab import QWEN2_5_LAYOUT, VocabLayout
 
 
@@ -50,24 +51,9 @@ def flops_6nd(params: float, tokens: float) -> float:
   return 6.0 * float(params) * float(tokens)
 
 
-def _detailed_per_token():
-  try:
-    from slm_jax.train.flops import flops_per_token  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return None
-  return flops_per_token
-
-
-def detailed_available() -> bool:
-  return _detailed_per_token() is not None
-
-
-def flops_detailed(cfg: ModelConfig, seq_len: int, tokens: float) -> float | None:
-  """Training FLOPs from the trainer's detailed per-token count; None when `slm_jax.train.flops` is absent."""
-  fn = _detailed_per_token()
-  if fn is None:
-    return None
-  return float(fn(cfg, seq_len)) * float(tokens)
+def flops_detailed(cfg: ModelConfig, seq_len: int, tokens: float) -> float:
+  """Training FLOPs from the trainer's detailed per-token count (`slm_jax.train.flops.flops_per_token`)."""
+  return float(flops_per_token(cfg, seq_len)) * float(tokens)
 
 
 def read_jsonl(path: str) -> list[dict]:
