@@ -53,11 +53,6 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, lr_fn: Callable 
                             micro_batches=micro_batches, nan_at_step=nan_at_step, param_shardings=param_shardings)
 
 
-def make_eval_step(graphdef, loss_chunk: int = 512):
-  """eval(params, batch) -> {nll, count, kind_nll, kind_count} sums (add over batches, divide once)."""
-  return step_lib.make_eval(loss_sums(graphdef, loss_chunk))
-
-
 class LanguageModelling(Objective):
   """Next-token pre-training on packed text, speech and interleaved rows (data.kind pipeline or synthetic)."""
 
