@@ -5,6 +5,7 @@ Each step runs in its own subprocess, so its peak RSS is its own (`os.wait4`). N
 --work_dir (removed afterwards unless --keep) and a Llama-3 tokenizer (default: the test fixture).
 
   python tools/bench_convert.py [--preset=llama3.2-3b] [--work_dir=/tmp] [--keep] [--verify]
+  python tools/bench_convert.py --preset=tiny-llama --vocab_size=128256   # a quick run
 """
 import json
 import os
@@ -19,6 +20,8 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "llama3.2-3b", "Model preset whose shapes the random checkpoint takes.")
+flags.DEFINE_integer("vocab_size", 0, "Vocabulary of the random checkpoint (0: the preset's; at least the "
+                     "tokenizer's 128,256 for a small preset such as tiny-llama).")
 flags.DEFINE_string("work_dir", None, "Parent folder of the temporary working folder (default: system temp).")
 flags.DEFINE_string("tokenizer_dir", None, "Llama-3 tokenizer folder (default: slm_jax.assets.llama3_tokenizer_dir()).")
 flags.DEFINE_bool("keep", False, "Keep the working folder.")
@@ -31,7 +34,7 @@ PY = sys.executable
 MAKE = """
 import json, sys, torch, transformers
 from slm_jax.model import preset
-d = preset(sys.argv[1]).to_hf_dict("bfloat16")
+d = preset(sys.argv[1], **({"vocab_size": int(sys.argv[3])} if int(sys.argv[3]) else {})).to_hf_dict("bfloat16")
 cfg = transformers.LlamaConfig(**{k: v for k, v in d.items() if k not in ("architectures", "model_type", "dtype")})
 torch.manual_seed(0)
 model = transformers.LlamaForCausalLM._from_config(cfg, dtype=torch.bfloat16)
@@ -96,7 +99,7 @@ def main(argv):
   rows = []
   try:
     print(f"[bench] random {FLAGS.preset} bf16 checkpoint -> {src}", flush=True)
-    wall, peak, _ = run([PY, "-c", MAKE, FLAGS.preset, src], env)
+    wall, peak, _ = run([PY, "-c", MAKE, FLAGS.preset, src, str(FLAGS.vocab_size)], env)
     for f in os.listdir(tok_dir):
       shutil.copy(os.path.join(tok_dir, f), src)
     size = dir_bytes(src)

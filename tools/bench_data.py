@@ -9,8 +9,10 @@ worker count, it times the training iterator (SIMS weights, per-epoch interleavi
 --seconds after a warm-up, making global jax.Arrays of every batch on the local devices.
 Reports tokens/s (wall), CPU seconds used by the main process and its workers, tokens per CPU-second (the per-core
 figure) and the cores needed for --target tokens/s per host (a host feeding 8 A100s at Llama-3.2-3B, 50% MFU, needs
-~65k tokens/s; the target is ten times that).
+~65k tokens/s; the target is ten times that), and the shared-memory segments still open after the iterator closed
+(shm_open_after_close: 0 expected).
 """
+import gc
 import json
 import math
 import os
@@ -51,7 +53,6 @@ def _cpu_seconds() -> float:
 def _prepare(work: str) -> dict[str, str]:
   from slm_jax.data import prepare, records
   from slm_jax.testing import synthetic_data as synthetic
-  from slm_jax.train.data import global_batch
   sources = {k: os.path.join(work, k) for k in records.KINDS}
   if all(os.path.exists(os.path.join(d, "manifest.json")) for d in sources.values()):
     return sources
@@ -72,6 +73,7 @@ def _prepare(work: str) -> dict[str, str]:
 
 def _time(sources, tok, layout, workers: int, mesh) -> dict:
   from slm_jax.data import pipeline
+  from slm_jax.train.data import global_batch
   it = pipeline.make_iterator(sources, pipeline.SIMS_MIX_WEIGHTS, tok, layout, split="train", seq_len=_SEQ.value,
                               global_batch_size=_BATCH.value, seed=0, num_workers=workers, process_index=0,
                               process_count=1)
@@ -80,6 +82,7 @@ def _time(sources, tok, layout, workers: int, mesh) -> dict:
     next(it)
   warm = time.time() - t0
   tokens = batches = 0
+  batch = arrays = None
   kinds = {"text": 0, "unit": 0, "marker": 0}
   t, c = time.time(), _cpu_seconds()
   while time.time() - t < _SECONDS.value:
@@ -94,6 +97,8 @@ def _time(sources, tok, layout, workers: int, mesh) -> dict:
   wall, cpu = time.time() - t, _cpu_seconds() - c
   if hasattr(it, "close"):
     it.close()
+  del it, batch, arrays
+  shm_open = _release_shared_memory()
   labels = sum(kinds.values())
   per_core = tokens / cpu if cpu == cpu and cpu > 0 else float("nan")
   return {"workers": workers, "batches": batches, "tokens": tokens, "wall_s": round(wall, 2),
@@ -101,11 +106,39 @@ def _time(sources, tok, layout, workers: int, mesh) -> dict:
           "cpu_s": round(cpu, 2), "tokens_per_cpu_s": round(per_core) if per_core == per_core else None,
           "cores_for_target": math.ceil(_TARGET.value / per_core) if per_core == per_core else None,
           "fill": round(tokens / (batches * _BATCH.value * _SEQ.value), 4),
-          "label_share": {k: round(v / max(labels, 1), 3) for k, v in kinds.items()}, "warmup_s": round(warm, 2)}
+          "label_share": {k: round(v / max(labels, 1), 3) for k, v in kinds.items()}, "warmup_s": round(warm, 2),
+          "shm_open_after_close": shm_open}
+
+
+def _release_shared_memory(timeout_s: float = 10.0) -> int:
+  """Frees the last batches' shared memory; returns the segments still open (0 expected; -1: cannot tell).
+
+  With workers, batches arrive in grain's shared memory, and XLA:CPU aliases such page-aligned arrays instead of
+  copying them; jax lets go of them only after the buffers are freed (asynchronously) and then in a gc callback.
+  Without collecting here the last batches' segments stay open until exit, and the resource tracker reports them
+  as leaked `shared_memory` objects."""
+  deadline = time.time() + timeout_s
+  while True:
+    gc.collect()  # runs jax's callback, which drops the references of freed buffers
+    n = _shm_mapped()
+    if n <= 0 or time.time() > deadline:
+      return n
+    time.sleep(0.05)
+
+
+def _shm_mapped() -> int:
+  """Shared-memory segments (multiprocessing.shared_memory, /dev/shm/psm_*) this process still maps."""
+  try:
+    with open("/proc/self/maps") as f:
+      return len({line.split()[-1] for line in f if "/dev/shm/psm_" in line})
+  except OSError:  # no procfs
+    return -1
 
 
 def main(argv):
   del argv
+  from slm_jax import console
+  console.setup()  # what every tool does first
   sources = _prepare(_WORK.value)
   if _PREPARE_ONLY.value:
     return

@@ -15,6 +15,8 @@ alternate for --rounds rounds, so that a shared machine's load falls on both; th
 timed steps of a side.
 
   PYTHONPATH=. .venv/bin/python tools/bench_dpo.py [--steps=4] [--rounds=3] [--pairs=8] [--seq_len=256]
+
+--num_layers / --hidden_size / --seq_len shrink the model and rows (the prompt is 3/8 of a row) for a quick run.
 """
 import json
 import os
@@ -33,16 +35,22 @@ _LAYOUT = flags.DEFINE_enum("layout", "shared", ["shared", "rows"], "Our side's 
                             "(dpo.shared_prompt) or two rows per pair as torch.")
 _SIDE = flags.DEFINE_enum("side", "both", ["both", "jax", "torch"], "both: alternate the two sides in processes of "
                           "their own; jax / torch: run one side here and print its JSON line (what `both` calls).")
+_LAYERS = flags.DEFINE_integer("num_layers", 4, "Decoder layers of the model (smaller: a quick smoke run).")
+_HIDDEN = flags.DEFINE_integer("hidden_size", 256, "Model width (heads of 32, intermediate 4x).")
 _BETA = 0.1
 
 
 def _config():
   from slm_jax.model.config import preset
-  return preset("tiny-qwen2", vocab_size=502, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
-                num_attention_heads=8, num_key_value_heads=2, head_dim=32, tie_word_embeddings=True)
+  h = _HIDDEN.value
+  return preset("tiny-qwen2", vocab_size=502, hidden_size=h, intermediate_size=4 * h, num_hidden_layers=_LAYERS.value,
+                num_attention_heads=h // 32, num_key_value_heads=max(1, h // 128), head_dim=32,
+                tie_word_embeddings=True)
 
 
-_PROMPT = 96
+def _prompt_len(T: int) -> int:
+  """Prompt units per pair: 96 at the default 256-token rows (continuations of T/4..5T/8: 64..160)."""
+  return T * 3 // 8
 
 
 def _batch(pairs: int, T: int, shared: bool = False):
@@ -51,10 +59,11 @@ def _batch(pairs: int, T: int, shared: bool = False):
   from slm_jax.train.init import LAYOUTS
   rng = np.random.default_rng(0)
   rows = []
+  prompt, lo, hi = _prompt_len(T), T // 4, T * 5 // 8
   for i in range(pairs):
     u = lambda n: rng.integers(0, 500, n).astype(np.int16)  # noqa: E731
-    p = Pair(str(i), u(_PROMPT), u(int(rng.integers(64, 160))), u(int(rng.integers(64, 160))))
-    rows.append((shared_pair_row if shared else pair_rows)(p, LAYOUTS["slam"], T, max_prompt_len=_PROMPT))
+    p = Pair(str(i), u(prompt), u(int(rng.integers(lo, hi))), u(int(rng.integers(lo, hi))))
+    rows.append((shared_pair_row if shared else pair_rows)(p, LAYOUTS["slam"], T, max_prompt_len=prompt))
   return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
 
 
@@ -149,7 +158,7 @@ def run_side(side: str) -> dict:
     from slm_jax import console
     from slm_jax.data.preference import shared_branches
     console.setup()  # what every tool does first
-    branches = shared_branches(_SEQ.value, _PROMPT) if shared else None
+    branches = shared_branches(_SEQ.value, _prompt_len(_SEQ.value)) if shared else None
     times, losses = bench_jax(cfg, tm.state_dict(), batch, _STEPS.value, branches)
   else:
     times, losses = bench_torch(tm, batch, _STEPS.value)
@@ -169,7 +178,8 @@ def main(argv):
   for r in range(_ROUNDS.value):
     for side in ("jax", "torch"):
       args = [sys.executable, os.path.abspath(__file__), f"--side={side}", f"--steps={_STEPS.value}",
-              f"--pairs={_PAIRS.value}", f"--seq_len={_SEQ.value}", f"--layout={_LAYOUT.value}"]
+              f"--pairs={_PAIRS.value}", f"--seq_len={_SEQ.value}", f"--layout={_LAYOUT.value}",
+              f"--num_layers={_LAYERS.value}", f"--hidden_size={_HIDDEN.value}"]
       out = subprocess.run(args, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
       if out.returncode:
         raise SystemExit(f"{side} side failed:\n{out.stderr[-3000:]}")

@@ -28,6 +28,7 @@ flags.DEFINE_integer("granule", 8, "Our bucket lengths are multiples of this.")
 flags.DEFINE_integer("gen_batch", 8, "Prompts generated together.")
 flags.DEFINE_integer("gen_new", 150, "New tokens per prompt.")
 flags.DEFINE_integer("seed", 0, "Data / weights seed.")
+flags.DEFINE_integer("num_layers", 6, "Layers of the random bench model (fewer: a quick smoke run).")
 flags.DEFINE_string("out", None, "Write the numbers as JSON here.")
 
 UNITS = 500
@@ -36,8 +37,8 @@ UNITS = 500
 def bench_config():
   """SmolLM2-style small Llama (tied, rope 1e5) with the extended vocabulary of SmolLM2 (49152 + 502)."""
   from slm_jax.model.config import ModelConfig
-  return ModelConfig("llama", 49152 + UNITS + 2, 384, 1024, 6, 6, 2, 64, 1e-5, 100000.0, None, 8192, True, False,
-                     1, 2)
+  return ModelConfig("llama", 49152 + UNITS + 2, 384, 1024, FLAGS.num_layers, 6, 2, 64, 1e-5, 100000.0, None, 8192,
+                     True, False, 1, 2)
 
 
 def torch_model(cfg, hf_dir, seed):
@@ -77,6 +78,8 @@ def torch_scores(tm, seqs, batch, order):
 
 def main(argv):
   del argv
+  from slm_jax import console
+  console.setup()  # what every tool does first
   import jax
   import numpy as np
   import torch
@@ -111,7 +114,8 @@ def main(argv):
   t = time.perf_counter(); ours = scorer.score(seqs); warm = time.perf_counter() - t
   file_order = list(range(len(seqs)))
   sorted_order = sorted(file_order, key=lambda i: len(seqs[i]))
-  torch_scores(tm, seqs[:64], FLAGS.torch_batch, list(range(64)))  # warm-up
+  warm_n = min(64, len(seqs))
+  torch_scores(tm, seqs[:warm_n], FLAGS.torch_batch, list(range(warm_n)))  # warm-up
   t = time.perf_counter(); ref = torch_scores(tm, seqs, FLAGS.torch_batch, file_order); t_file = time.perf_counter() - t
   t = time.perf_counter(); torch_scores(tm, seqs, FLAGS.torch_batch, sorted_order); t_sorted = time.perf_counter() - t
   diff = float(np.max(np.abs(np.asarray(ref) - ours.scores)))

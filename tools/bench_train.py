@@ -1,10 +1,13 @@
 """Train-step throughput: our jit'd step (forward, backward, clip 0.5, AdamW) vs transformers + torch, and MFU.
 
 CPU mode (default): hidden 512, intermediate 1536, 8 layers, 8 heads, 4 KV heads, vocab 128758, tied embeddings,
-sequence 1024, batch 4, fp32; the same model and step in transformers + torch in the same run. The last line is
-one JSON object with jax_tokens_per_s, torch_tokens_per_s and ratio.
+sequence 1024, batch 4, fp32 (the model flags shrink it); the same model, weights and step in transformers +
+torch. Each side runs in its own process, as a user runs it (ours after `console.setup`, as every tool), and the
+two alternate for --rounds rounds, so that a shared or drifting host's speed falls on both; the figures are
+medians over all timed steps of a side, the peak (a measured f32 matmul) the median of one probe per jax round.
+The last line is one JSON object with jax_tokens_per_s, torch_tokens_per_s and ratio.
 
-  PYTHONPATH=. .venv/bin/python tools/bench_train.py
+  PYTHONPATH=. .venv/bin/python tools/bench_train.py [--rounds=3] [--steps=2] [--side=jax|torch]
 
 GPU mode (`--preset` given): a preset model in our step only (no torch), several (batch, remat, packing)
 settings, each in its own try/except so an out-of-memory one does not lose the rest; prints each result as it
@@ -18,6 +21,8 @@ import json
 import math
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 from absl import app, flags
@@ -41,13 +46,27 @@ _TORCH = flags.DEFINE_bool("torch", True, "CPU mode: also time transformers + to
 _CHUNK = flags.DEFINE_integer("loss_chunk", None, "Sequence positions per chunk of fp32 logits (default 128 CPU: "
                               "[4, 512, 128768] fp32 chunks fall out of cache there; 512 GPU).")
 _FUSED = flags.DEFINE_bool("fused_loss", True, "Loss gradient formed in the forward pass (no logits recompute).")
-
-VOCAB = 128758
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "CPU: alternating rounds (one process per side per round).")
+_SIDE = flags.DEFINE_enum("side", "both", ["both", "jax", "torch"], "CPU: both = alternate the two sides in "
+                          "processes of their own; jax / torch: run one side here and print its JSON line.")
+_HIDDEN = flags.DEFINE_integer("hidden_size", 512, "CPU model: width.")
+_INTER = flags.DEFINE_integer("intermediate_size", 1536, "CPU model: MLP width.")
+_LAYERS = flags.DEFINE_integer("num_layers", 8, "CPU model: decoder layers.")
+_HEADS = flags.DEFINE_integer("num_heads", 8, "CPU model: attention heads (head_dim = hidden_size / num_heads).")
+_KV = flags.DEFINE_integer("num_kv_heads", 4, "CPU model: KV heads.")
+_VOCAB = flags.DEFINE_integer("vocab_size", 128758, "CPU model: vocabulary (Llama-3 + 502 Slam ids).")
+_PROBE = flags.DEFINE_integer("probe_size", 2048, "CPU: n of the n x n x n f32 matmul measured as the peak.")
+# what a side process is given of the parent's flags (all but these)
+_PARENT_ONLY = ("rounds", "side")
 
 
 def _cpu_config():
   from slm_jax.model.config import ModelConfig
-  return ModelConfig("llama", VOCAB, 512, 1536, 8, 8, 4, 64, 1e-5, 500000.0, None, 131072, True, False)
+  if _HIDDEN.value % _HEADS.value or _HEADS.value % _KV.value:
+    raise SystemExit(f"--hidden_size={_HIDDEN.value} must divide by --num_heads={_HEADS.value}, and num_heads by "
+                     f"--num_kv_heads={_KV.value}")
+  return ModelConfig("llama", _VOCAB.value, _HIDDEN.value, _INTER.value, _LAYERS.value, _HEADS.value, _KV.value,
+                     _HIDDEN.value // _HEADS.value, 1e-5, 500000.0, None, 131072, True, False)
 
 
 def _batch(B, T, vocab, packed=False, seed=0):
@@ -74,8 +93,8 @@ class JaxStep:
     from flax import nnx
     from slm_jax.model.create import create_model, model_shardings
     from slm_jax.sharding import make_mesh
-    from slm_jax.train import optimizer, step as step_lib
-    self.jax, self.nnx, self.step_lib, self.model_shardings = jax, nnx, step_lib, model_shardings
+    from slm_jax.train import lm, optimizer, step as step_lib
+    self.jax, self.nnx, self.step_lib, self.lm, self.model_shardings = jax, nnx, step_lib, lm, model_shardings
     self.loss_chunk = _CHUNK.value or (128 if jax.default_backend() == "cpu" else 512)
     self.mesh = make_mesh(fsdp=1, devices=jax.devices()[:1])
     pdt, dt, mdt = optimizer.precision_dtypes(precision)
@@ -96,7 +115,7 @@ class JaxStep:
     jax = self.jax
     from slm_jax.train.data import global_batch
     graphdef = self.model_shardings(self.cfg.replace(remat=remat), self.mesh)[0]
-    fn = self.step_lib.jit_train_step(self.step_lib.make_train_step(graphdef, self.tx, packed=packed,
+    fn = self.step_lib.jit_train_step(self.lm.make_train_step(graphdef, self.tx, packed=packed,
                                                                     fused_loss=_FUSED.value,
                                                                     loss_chunk=self.loss_chunk),
                                       self.mesh, self.param_sh, self.opt_sh)
@@ -157,55 +176,112 @@ def _torch_times(model, batch_np, steps, warmup):
   return times, first
 
 
-def cpu_mode():
+def _cpu_shape():
+  return (_SEQ.value or 1024, int((_BATCH.value or ["4"])[0]), _STEPS.value or 2, _DTYPE.value or "float32")
+
+
+def run_side(side: str) -> dict:
+  """One CPU side in this process: {times (s per timed step), first_loss, ...} (jax: after `console.setup`)."""
+  cfg = _cpu_config()
+  T, B, steps, dtype = _cpu_shape()
+  batch = _batch(B, T, cfg.vocab_size)
+  tmodel = _torch_model(cfg) if _TORCH.value else None  # the same seed, so the same weights in both processes
+  if side == "torch":
+    import torch
+    times, loss = _torch_times(tmodel, batch, steps, _WARMUP.value)
+    return {"side": side, "times": times, "first_loss": loss, "torch_version": torch.__version__,
+            "torch_threads": torch.get_num_threads()}
+  from slm_jax import console
+  console.setup()  # what every tool does first (host allocator tuned for XLA:CPU)
   import jax
   from slm_jax.train import flops
-  cfg = _cpu_config()
-  T = _SEQ.value or 1024
-  B = int((_BATCH.value or ["4"])[0])
-  steps = _STEPS.value or 2
-  dtype = _DTYPE.value or "float32"
-  tokens = B * T
-  batch = _batch(B, T, cfg.vocab_size)
-  fpt = flops.flops_per_token(cfg, T)
-  peak, src = flops.device_peak(dtype)
-  print(f"model: hidden 512, intermediate 1536, 8 layers, 8/4 heads, vocab {VOCAB}, tied; {cfg.num_params() / 1e6:.1f}M "
-        f"params; batch {B} x {T}, {dtype}; {fpt / 1e9:.3f} GFLOP/token; {jax.device_count()} device(s) "
-        f"{jax.devices()[0].device_kind}, {os.cpu_count()} cores; peak {peak / 1e9 if peak else float('nan'):.1f} "
-        f"GFLOP/s ({src})", flush=True)
   shared = None
-  if _TORCH.value:  # the same weights in both: the first losses must agree
+  if tmodel is not None:
     from slm_jax.checkpoint.hf_import import from_torch_state_dict
     from slm_jax.sharding import make_mesh
-    tmodel = _torch_model(cfg)
     shared = from_torch_state_dict(cfg.replace(dtype=dtype), tmodel.state_dict(),
                                    make_mesh(fsdp=1, devices=jax.devices()[:1]))
+    del tmodel
   js = JaxStep(cfg.replace(dtype=dtype), _PRECISION.value or ("fp32" if dtype == "float32" else "bf16"), shared)
   del shared
-  jt, compile_s, jloss = js.time(batch, remat=False, packed=False, steps=steps, warmup=_WARMUP.value)
-  j_tps = tokens / statistics.median(jt)
-  mfu = j_tps * fpt / peak if peak else None
-  print(f"jax:   {j_tps:9.1f} tokens/s  step {statistics.median(jt):.3f} s (median of {steps}; compile "
-        f"{compile_s:.1f} s)  {j_tps * fpt / 1e9:.1f} GFLOP/s  MFU {100 * mfu:.1f}% of measured matmul peak  "
-        f"first loss {jloss:.5f}", flush=True)
+  times, compile_s, loss = js.time(batch, remat=False, packed=False, steps=steps, warmup=_WARMUP.value)
   del js
   gc.collect()
-  result = {"jax_tokens_per_s": j_tps, "jax_step_s": statistics.median(jt), "jax_mfu": mfu,
-            "flops_per_token": fpt, "peak_flops": peak}
+  if jax.default_backend() == "cpu":  # probed after the steps, in the same round
+    peak, src = flops.measure_matmul_flops(_PROBE.value), f"measured (cpu f32 matmul, n={_PROBE.value})"
+  else:
+    peak, src = flops.device_peak(dtype)
+  return {"side": side, "times": times, "first_loss": loss, "compile_s": compile_s, "peak_flops": peak,
+          "peak_source": src, "device": f"{jax.device_count()} device(s) {jax.devices()[0].device_kind}"}
+
+
+def cpu_mode():
+  import numpy as np
+  from slm_jax.train import flops
+  if _SIDE.value != "both":
+    print(json.dumps(run_side(_SIDE.value)), flush=True)
+    return
+  cfg = _cpu_config()
+  T, B, steps, dtype = _cpu_shape()
+  tokens = B * T
+  fpt = flops.flops_per_token(cfg, T)
+  load = os.getloadavg()[0]
+  print(f"model: hidden {cfg.hidden_size}, intermediate {cfg.intermediate_size}, {cfg.num_hidden_layers} layers, "
+        f"{cfg.num_attention_heads}/{cfg.num_key_value_heads} heads, vocab {cfg.vocab_size}, tied; "
+        f"{cfg.num_params() / 1e6:.1f}M params; batch {B} x {T}, {dtype}; {fpt / 1e9:.3f} GFLOP/token; "
+        f"{os.cpu_count()} cores; {_ROUNDS.value} rounds x {steps} timed steps per side", flush=True)
+  passed = [flags.FLAGS[h.name].serialize() for h in globals().values()  # this bench's flags as given
+            if isinstance(h, flags.FlagHolder) and h.present and h.name not in _PARENT_ONLY]
+  sides = ("jax", "torch") if _TORCH.value else ("jax",)
+  runs = {s: [] for s in sides}
+  for r in range(_ROUNDS.value):
+    for side in sides:
+      args = [sys.executable, os.path.abspath(__file__), f"--side={side}", *passed]
+      out = subprocess.run(args, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+      if out.returncode:
+        raise SystemExit(f"round {r + 1}: the {side} side failed ({' '.join(args[1:])}):\n{out.stderr[-3000:]}")
+      res = json.loads(out.stdout.strip().splitlines()[-1])
+      runs[side].append(res)
+      extra = (f", compile {res['compile_s']:.1f} s, matmul {res['peak_flops'] / 1e9:.0f} GFLOP/s"
+               if side == "jax" else "")
+      print(f"round {r + 1} {side:5s}: " + " ".join(f"{t:.3f}" for t in res["times"]) + f" s per step, first loss "
+            f"{res['first_loss']:.5f}{extra}", flush=True)
+  if _TORCH.value:  # the same weights and batch: the first losses must agree
+    np.testing.assert_allclose([x["first_loss"] for x in runs["jax"]], [x["first_loss"] for x in runs["torch"]],
+                               rtol=1e-4, err_msg="jax and torch first losses differ (not the same step?)")
+  t_jax = statistics.median([t for res in runs["jax"] for t in res["times"]])
+  peaks = [res["peak_flops"] for res in runs["jax"] if res["peak_flops"]]
+  peak = statistics.median(peaks) if peaks else None
+  j_tps = tokens / t_jax
+  mfu = j_tps * fpt / peak if peak else None
+  first = runs["jax"][0]
+  print(f"jax:   {j_tps:9.1f} tokens/s  step {t_jax:.3f} s (median of {len(runs['jax']) * steps}; compile "
+        f"{statistics.median([x['compile_s'] for x in runs['jax']]):.1f} s)  {j_tps * fpt / 1e9:.1f} GFLOP/s  MFU "
+        f"{'unknown' if mfu is None else f'{100 * mfu:.1f}%'} of measured matmul peak (median "
+        f"{(peak or float('nan')) / 1e9:.0f}, range {min(peaks or [0]) / 1e9:.0f}-{max(peaks or [0]) / 1e9:.0f} "
+        f"GFLOP/s; {first['device']})  first loss {first['first_loss']:.5f}", flush=True)
+  result = {"jax_tokens_per_s": j_tps, "jax_step_s": t_jax, "jax_mfu": mfu, "flops_per_token": fpt,
+            "peak_flops": peak, "peak_flops_range": [min(peaks), max(peaks)] if peaks else None,
+            "rounds": _ROUNDS.value, "steps_per_round": steps, "tokens_per_step": tokens,
+            "jax_round_medians": [statistics.median(x["times"]) for x in runs["jax"]], "load_average": load}
   if _TORCH.value:
-    import torch
-    tt, tloss = _torch_times(tmodel, batch, steps, _WARMUP.value)
-    t_tps = tokens / statistics.median(tt)
-    print(f"torch: {t_tps:9.1f} tokens/s  step {statistics.median(tt):.3f} s (median of {steps}; torch "
-          f"{torch.__version__}, {torch.get_num_threads()} threads)  {t_tps * fpt / 1e9:.1f} GFLOP/s  "
-          f"first loss {tloss:.5f}", flush=True)
-    result.update(torch_tokens_per_s=t_tps, torch_step_s=statistics.median(tt), ratio=j_tps / t_tps,
-                  jax_first_loss=jloss, torch_first_loss=tloss)
+    t_torch = statistics.median([t for res in runs["torch"] for t in res["times"]])
+    t_tps = tokens / t_torch
+    tr = runs["torch"][0]
+    print(f"torch: {t_tps:9.1f} tokens/s  step {t_torch:.3f} s (median of {len(runs['torch']) * steps}; torch "
+          f"{tr['torch_version']}, {tr['torch_threads']} threads)  {t_tps * fpt / 1e9:.1f} GFLOP/s  "
+          f"first loss {tr['first_loss']:.5f}", flush=True)
+    result.update(torch_tokens_per_s=t_tps, torch_step_s=t_torch, ratio=j_tps / t_tps,
+                  torch_round_medians=[statistics.median(x["times"]) for x in runs["torch"]],
+                  jax_first_loss=first["first_loss"], torch_first_loss=tr["first_loss"])
     print(f"ratio jax / torch: {j_tps / t_tps:.2f}", flush=True)
+  print(f"load average {load:.1f} at start, {os.getloadavg()[0]:.1f} at end", flush=True)
   print(json.dumps(result), flush=True)
 
 
 def gpu_mode():
+  from slm_jax import console
+  console.setup()  # what every tool does first
   import jax
   from slm_jax.model.config import preset
   from slm_jax.train import flops

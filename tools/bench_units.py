@@ -3,9 +3,10 @@
   python tools/bench_units.py [--batch_size=4] [--seconds=10] [--repeats=3] [--hidden_size=768 ...]
 
 Random weights in the shape of slprl/mhubert-base-25hz (12 layers, 768 wide, 640-sample frames), saved with
-save_pretrained and imported, so both sides run identical weights. Both compute hidden_states[11] (docs/reference.md §1) and
-the nearest of 500 centroids. torch is timed twice: as slamkit runs it (all 12 layers, output_hidden_states) and
-stopped after layer 11 (the same work as ours). Real-time factor = seconds of audio per second of wall time
+save_pretrained and imported, so both sides run identical weights. Both compute hidden_states[11]
+(docs/reference.md §1) and the nearest of 500 centroids. torch is timed twice: as slamkit runs it (all 12
+layers, output_hidden_states) and stopped after layer 11 (the same work as ours). Real-time factor = seconds of
+audio per second of wall time
 (higher is faster); both sides start from a list of numpy waveforms and end with units on the host (batching and
 host-to-device copies included); compilation is excluded (one warm-up call each).
 """
@@ -40,6 +41,8 @@ def _median_time(fn, repeats):
 
 def main(argv):
   del argv
+  from slm_jax import console
+  console.setup()  # what every tool does first
   import jax
   import numpy as np
   import torch

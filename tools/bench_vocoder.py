@@ -25,13 +25,14 @@ KWARGS = dict(in_channels=128, out_channels=1, resblock_type="1", resblock_dilat
 HOP, SR = 320, 16000
 
 
-def clips(batch: int = 8, seed: int = 0) -> list[np.ndarray]:
+def clips(batch: int = 8, max_seconds: float = 12.0, seed: int = 0) -> list[np.ndarray]:
+  """`batch` unit sequences of evenly spaced lengths, from a third of `max_seconds` (4 s by default) up to it."""
   rng = np.random.default_rng(seed)
-  seconds = np.linspace(4, 12, batch)
+  seconds = np.linspace(max_seconds / 3, max_seconds, batch)
   return [rng.integers(0, KWARGS["vocab_size"], int(s * SR / HOP)) for s in seconds]
 
 
-def torch_side(work: str, repeats: int, threads: int) -> None:
+def torch_side(work: str, repeats: int, threads: int, batch: int = 8, max_seconds: float = 12.0) -> None:
   """Runs in the speechbrain environment: builds the generator, saves its weights, times `inference`."""
   import torch
   from speechbrain.lobes.models.HifiGAN import UnitHifiganGenerator
@@ -41,7 +42,7 @@ def torch_side(work: str, repeats: int, threads: int) -> None:
   torch.save(gen.state_dict(), os.path.join(work, "generator.ckpt"))
   with open(os.path.join(work, "kwargs.json"), "w") as f:
     json.dump(KWARGS, f)
-  cs = clips()
+  cs = clips(batch, max_seconds)
   x = torch.zeros(len(cs), max(map(len, cs)), 1, dtype=torch.long)
   for i, c in enumerate(cs):
     x[i, :len(c), 0] = torch.as_tensor(c)
@@ -62,22 +63,27 @@ def main():
   ap.add_argument("--sb_python", default=os.path.expanduser("~/.cache/slm_jax/venv-speechbrain/bin/python"))
   ap.add_argument("--repeats", type=int, default=3)
   ap.add_argument("--threads", type=int, default=os.cpu_count())
+  ap.add_argument("--clips", type=int, default=8, help="clips in the batch")
+  ap.add_argument("--max_seconds", type=float, default=12.0, help="longest clip (the shortest is a third of it)")
   ap.add_argument("--torch_side", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args()
   if args.torch_side:
-    return torch_side(args.torch_side, args.repeats, args.threads)
+    return torch_side(args.torch_side, args.repeats, args.threads, args.clips, args.max_seconds)
   if not os.path.isfile(args.sb_python):
     sys.exit(f"error: no speechbrain python at {args.sb_python} (see tests/test_vocoder_speechbrain.py)")
   with tempfile.TemporaryDirectory() as work:
     subprocess.run([args.sb_python, __file__, f"--torch_side={work}", f"--repeats={args.repeats}",
-                    f"--threads={args.threads}"], check=True)
+                    f"--threads={args.threads}", f"--clips={args.clips}", f"--max_seconds={args.max_seconds}"],
+                   check=True)
     with open(os.path.join(work, "torch.json")) as f:
       ref = json.load(f)
+    from slm_jax import console
+    console.setup()  # what every tool does first
     import jax
     from slm_jax.vocoder import Vocoder, convert
     convert.convert("speechbrain", os.path.join(work, "generator.ckpt"), os.path.join(work, "kwargs.json"),
                     os.path.join(work, "jax"))
-    cs = clips()
+    cs = clips(args.clips, args.max_seconds)
     voc = Vocoder.load(os.path.join(work, "jax"), batch_size=len(cs), bucket_frames=max(map(len, cs)))
     times = []
     for _ in range(args.repeats + 1):

@@ -170,8 +170,3 @@ def jit_eval_step(eval_fn, mesh: Mesh, param_shardings, batch_shardings: dict | 
       return jitted(params, {k: batch[k] for k in batch_sh})
 
   return run
-
-
-def make_train_step(*args, **kwargs):  # TEMPORARY shim during the refactor; callers move to lm.make_train_step
-  from slm_jax.train.lm import make_train_step as lm_step
-  return lm_step(*args, **kwargs)
