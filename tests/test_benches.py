@@ -103,6 +103,15 @@ def test_bench_convert_tiny(tmp_path):
   assert not os.listdir(tmp_path)  # the working folder is removed
 
 
+def test_bench_vocoder_ours_alone_tiny():
+  """The default suite's vocoder bench: our side alone on random weights (the comparison needs speechbrain's
+  environment: the slow test below). Every clip gives 320 samples per unit."""
+  out = _run("bench_vocoder.py", "--side=ours", "--repeats=1", "--clips=2", "--max_seconds=0.6")
+  res = json.loads(out.stdout[out.stdout.index("{"):])
+  _positive(res, "ours_seconds", "ours_rtf", "audio_seconds")
+  assert len(res["units"]) == 2 and res["samples"] == [320 * n for n in res["units"]], res
+
+
 @pytest.mark.slow  # its reference side needs speechbrain's own environment (as tests/test_vocoder_speechbrain.py)
 def test_bench_vocoder_tiny():
   sb = os.environ.get("SLM_JAX_SPEECHBRAIN_PYTHON", os.path.expanduser("~/.cache/slm_jax/venv-speechbrain/bin/python"))

@@ -1,6 +1,7 @@
 """Vocoder speed: our JAX unit HiFi-GAN vs speechbrain's torch UnitHifiganGenerator, same weights, same CPU.
 
   python tools/bench_vocoder.py --sb_python=~/.cache/slm_jax/venv-speechbrain/bin/python [--repeats=3]
+  python tools/bench_vocoder.py --side=ours       # ours alone, random weights (no speechbrain environment)
 
 A batch of 8 clips of 4-12 s (unit lengths drawn once, seed 0) through speechbrain's generator config from its
 docs (512 channels, upsampling 5,4,4,2,2, resblock kernels 3,7,11; 320 samples per unit), random weights.
@@ -58,6 +59,37 @@ def torch_side(work: str, repeats: int, threads: int, batch: int = 8, max_second
     json.dump({"seconds": min(times[1:]), "all": times, "torch": torch.__version__, "threads": threads}, f)
 
 
+def _time_ours(voc, cs, repeats: int) -> tuple[list[float], list[np.ndarray]]:
+  times = []
+  for _ in range(repeats + 1):
+    t = time.perf_counter()
+    wavs = voc.synthesize(cs)
+    times.append(time.perf_counter() - t)
+  return times, wavs
+
+
+def ours_alone(args) -> None:
+  """Our vocoder of the same config on random weights (its own init), timed as in the comparison."""
+  from slm_jax import console
+  console.setup()
+  import jax
+  from flax import nnx
+  from slm_jax.vocoder import Vocoder, convert
+  from slm_jax.vocoder import model as vm
+  cfg = convert.speechbrain_config(KWARGS)
+  state = nnx.state(vm.UnitHifiGan(cfg, rngs=nnx.Rngs(0)))
+  params = {".".join(str(p) for p in path): np.asarray(v) for path, v in nnx.to_flat_state(state)}
+  cs = clips(args.clips, args.max_seconds)
+  voc = Vocoder(cfg, params, batch_size=len(cs), bucket_frames=max(map(len, cs)))
+  times, wavs = _time_ours(voc, cs, args.repeats)
+  audio = sum(len(c) for c in cs) * HOP / SR
+  ours = min(times[1:])
+  print(json.dumps({"clips": len(cs), "audio_seconds": round(audio, 2), "jax": jax.__version__,
+                    "device": str(jax.devices()[0]), "ours_seconds": round(ours, 4),
+                    "ours_rtf": round(ours / audio, 4), "ours_all": [round(t, 4) for t in times],
+                    "units": [int(len(c)) for c in cs], "samples": [int(len(w)) for w in wavs]}, indent=2))
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--sb_python", default=os.path.expanduser("~/.cache/slm_jax/venv-speechbrain/bin/python"))
@@ -65,10 +97,14 @@ def main():
   ap.add_argument("--threads", type=int, default=os.cpu_count())
   ap.add_argument("--clips", type=int, default=8, help="clips in the batch")
   ap.add_argument("--max_seconds", type=float, default=12.0, help="longest clip (the shortest is a third of it)")
+  ap.add_argument("--side", choices=("both", "ours"), default="both",
+                  help="ours: time our vocoder alone on random weights (no speechbrain environment needed)")
   ap.add_argument("--torch_side", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args()
   if args.torch_side:
     return torch_side(args.torch_side, args.repeats, args.threads, args.clips, args.max_seconds)
+  if args.side == "ours":
+    return ours_alone(args)
   if not os.path.isfile(args.sb_python):
     sys.exit(f"error: no speechbrain python at {args.sb_python} (see tests/test_vocoder_speechbrain.py)")
   with tempfile.TemporaryDirectory() as work:
@@ -85,11 +121,7 @@ def main():
                     os.path.join(work, "jax"))
     cs = clips(args.clips, args.max_seconds)
     voc = Vocoder.load(os.path.join(work, "jax"), batch_size=len(cs), bucket_frames=max(map(len, cs)))
-    times = []
-    for _ in range(args.repeats + 1):
-      t = time.perf_counter()
-      wavs = voc.synthesize(cs)
-      times.append(time.perf_counter() - t)
+    times, wavs = _time_ours(voc, cs, args.repeats)
     longest = int(np.argmax([len(c) for c in cs]))
     diff = float(np.abs(wavs[longest] - np.load(os.path.join(work, "torch_longest.npy"))).max())
   audio = sum(len(c) for c in cs) * HOP / SR
