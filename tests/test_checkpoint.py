@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from flax import nnx
 
 from hf_tiny import torch_model
 from slm_jax import sharding
@@ -23,6 +24,7 @@ from slm_jax.checkpoint.hf_to_orbax import VocabMismatch, convert_hf_to_orbax, i
 from slm_jax.checkpoint.safetensors_io import INDEX_FILE, SafetensorsReader, write_sharded
 from slm_jax.checkpoint.staging import OutputExists, staged_output
 from slm_jax.checkpoint.vocab_resize import grow_rows
+from slm_jax.checkpoint.weight_map import relayout_layers
 from slm_jax.model import preset
 from slm_jax.vocab import Encoder, extend_tokenizer
 
@@ -257,6 +259,51 @@ def test_sharded_export_and_reimport(tmp_path, llama_units):
   assert meta2["source"]["new_rows"] == 0 and meta2["vocab_layout"]["base_size"] == 128256
   for a, b in zip(jax.tree.leaves(orbax_io.params_pure(m1)), jax.tree.leaves(orbax_io.params_pure(m2))):
     np.testing.assert_array_equal(_bits(np.asarray(a).astype(jnp.bfloat16)), _bits(np.asarray(b)))
+
+
+def test_stacked_layers_convert_at_import_and_export(tmp_path, llama3_tokenizer_dir):
+  """scan_layers=True: HF's per-layer tensors are stacked at import ([L, ...] parameters, transformers' logits),
+  the Orbax checkpoint stores them stacked, the export slices them back bit for bit, and load_model converts
+  either stored layout to the one asked for; a resume with the other layout is refused by name."""
+  cfg = preset("tiny-llama", vocab_size=128256, tie_word_embeddings=False, num_hidden_layers=3)
+  src, ck, ck_loop, out = tmp_path / "hf", tmp_path / "ck", tmp_path / "ck_loop", tmp_path / "out"
+  tm = _save_hf(src, cfg, llama3_tokenizer_dir, "float32")
+  model, meta, tok = import_hf(str(src), ONE(), num_units=0, dtype="float32", scan_layers=True)
+  assert model.model.layers.self_attn.q_proj.kernel.shape == (3, 64, 64) and meta[orbax_io.LAYERS_STACKED]
+  ids = np.random.RandomState(1).randint(0, 128256, (2, 12))
+  np.testing.assert_allclose(np.asarray(model.logits(model(jnp.asarray(ids))))[..., :128256], _hf_logits(tm, ids),
+                             atol=1e-4, rtol=0)
+  orbax_io.save_model(str(ck), model, meta, tokenizer=tok)
+  convert_orbax_to_hf(str(ck), str(out), dtype="float32", print_fn=QUIET)
+  a, b = SafetensorsReader(str(src)), SafetensorsReader(str(out))
+  assert sorted(a.names()) == sorted(b.names())
+  for name in a.names():
+    np.testing.assert_array_equal(_bits(a.get(name)), _bits(b.get(name)), err_msg=name)
+
+  convert_hf_to_orbax(str(src), str(ck_loop), num_units=0, dtype="float32", print_fn=QUIET)
+  loop_meta, _ = orbax_io.read_meta(str(ck_loop))
+  assert not loop_meta[orbax_io.LAYERS_STACKED]
+  want = orbax_io.params_pure(orbax_io.load_model(str(ck_loop), ONE())[0])
+  mesh = sharding.make_mesh(fsdp=2, tensor=4)
+  for path, scan in ((ck, True), (ck, False), (ck_loop, True), (ck_loop, False)):
+    m, _, _ = orbax_io.load_model(str(path), mesh, cfg_overrides={"scan_layers": scan})
+    assert m.cfg.scan_layers == scan and isinstance(m.model.layers, nnx.List) != scan
+    got = relayout_layers(orbax_io.params_pure(m), stacked=False)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for x, y in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert orbax_io.load_model(str(ck), ONE())[0].cfg.scan_layers  # the stored layout by default
+
+  orbax_io.check_layers_layout(meta, cfg.replace(scan_layers=True))
+  with pytest.raises(orbax_io.MetadataMismatch, match="stores the decoder layers stacked .* asks for scan_layers="
+                                                      "False: resume with --config.model.scan_layers=True"):
+    orbax_io.check_layers_layout(meta, cfg)
+  # written before the stacked layout: scan_layers=True in its config, layers per layer, no layers_stacked key
+  old = {k: v for k, v in loop_meta.items() if k != orbax_io.LAYERS_STACKED}
+  old["model_config"] = {**old["model_config"], "scan_layers": True}
+  assert not orbax_io.saved_config(old).scan_layers
+  with pytest.raises(orbax_io.MetadataMismatch, match="per layer"):
+    orbax_io.check_layers_layout(old, cfg.replace(scan_layers=True))
 
 
 def test_errors(tmp_path, llama_units, llama3_tokenizer_dir, smollm2_dir):

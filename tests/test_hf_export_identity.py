@@ -23,13 +23,14 @@ from slm_jax.train.init import fresh_start
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _demo_config(tokenizer_dir):
+def _demo_config(tokenizer_dir, scan_layers=False):
   spec = importlib.util.spec_from_file_location("demo_config", os.path.join(ROOT, "configs", "demo.py"))
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   c = mod.get_config()
   c.unlock()
   c.vocab.tokenizer = tokenizer_dir
+  c.model.scan_layers = scan_layers
   return c
 
 
@@ -42,7 +43,8 @@ def _rig(params, chain):
   for k, t in enumerate(chain):
     emb[t, :2] = 3.0 ** k * np.array([np.cos(k * np.pi / 3), np.sin(k * np.pi / 3)])
   params["model"]["embed_tokens"]["embedding"] = emb
-  for layer in params["model"]["layers"].values():
+  layers = params["model"]["layers"]
+  for layer in [layers] if "self_attn" in layers else layers.values():  # stacked (scan_layers) or per layer
     for mod, proj in (("self_attn", "o_proj"), ("mlp", "down_proj")):
       layer[mod][proj]["kernel"] = np.zeros_like(np.asarray(layer[mod][proj]["kernel"]))
   return params
@@ -57,12 +59,14 @@ class _Records(logging.Handler):
     self.records.append(record)
 
 
-def test_random_init_export_carries_the_tokenizer_ids(llama3_tokenizer_dir, tmp_path):
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_random_init_export_carries_the_tokenizer_ids(llama3_tokenizer_dir, tmp_path, scan_layers):
   from transformers import AutoModelForCausalLM, AutoTokenizer
   from transformers.utils import logging as hf_logging
 
   mesh = make_mesh(devices=jax.devices()[:1])
-  start = fresh_start(_demo_config(llama3_tokenizer_dir), mesh, "float32", "float32")
+  start = fresh_start(_demo_config(llama3_tokenizer_dir, scan_layers), mesh, "float32", "float32")
+  assert ("self_attn" in start.params["model"]["layers"]) == scan_layers  # layers stored stacked [L, ...]
   tok = start.tokenizer
   assert (tok.bos_token_id, tok.eos_token_id) == (128000, 128001)
   assert (start.cfg.bos_token_id, start.cfg.eos_token_id) == (128000, 128001)  # not the tiny-llama preset's 0 / 1

@@ -6,12 +6,14 @@ import pytest
 import torch
 import transformers.modeling_rope_utils as rope_utils
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 
 from hf_tiny import hf_config, torch_model
 from slm_jax import sharding
 from slm_jax.checkpoint.hf_import import from_torch_state_dict
+from slm_jax.checkpoint.weight_map import flat_params, relayout_layers
 from slm_jax.model import create_model, init_cache, preset
-from slm_jax.model.config import ModelConfig
+from slm_jax.model.config import REMAT_POLICIES, ModelConfig
 from slm_jax.model.transformer import rope_inv_freq
 
 ONE = lambda: sharding.make_mesh(devices=jax.devices()[:1])  # noqa: E731
@@ -132,8 +134,10 @@ def test_make_mesh_fills_and_checks():
     sharding.make_mesh(data=3, fsdp=2, tensor=1)
 
 
-def test_kv_cache_prefill_and_decode_equal_full_forward():
-  cfg = preset("tiny-llama")
+@pytest.mark.parametrize("scan", [False, True])
+def test_kv_cache_prefill_and_decode_equal_full_forward(scan):
+  """Prefill then one-token steps against the cache equal the full forward, with layers per layer or stacked."""
+  cfg = preset("tiny-llama", scan_layers=scan)
   model = create_model(cfg, ONE(), seed=9)
   ids = jnp.asarray(np.random.RandomState(10).randint(0, 1000, (2, 12)))
   full = np.asarray(model.logits(model(ids)))
@@ -165,30 +169,66 @@ def test_cudnn_attention_needs_half_precision():
   assert preset("tiny-llama", attention_impl="cudnn", dtype="bfloat16").attention_impl == "cudnn"
 
 
-@pytest.mark.parametrize("remat", [False, True])
-def test_scanned_layers_equal_the_layer_loop(remat):
-  """scan_layers (optionally with remat) computes the same logits and parameter gradients as the plain loop."""
+def _loss_and_grads(model, ids, pos, seg):
+  """Loss (std of the logits) and its parameter gradients as a pure dict with the layers per layer."""
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+  def f(p):
+    m = nnx.merge(graphdef, p, rest)
+    return m.logits(m(ids, pos, seg)).astype(jnp.float32).std()
+
+  loss, grads = jax.jit(jax.value_and_grad(f))(params)
+  return loss, relayout_layers(nnx.to_pure_dict(grads), stacked=False)
+
+
+@pytest.mark.parametrize("remat,policy", [(False, "nothing_saveable"), (True, "nothing_saveable"),
+                                          (True, "dots_saveable"), (True, "save_qkv_attention")])
+def test_scanned_layers_equal_the_layer_loop(remat, policy):
+  """scan_layers: parameters stored stacked [L, ...] with the same values as the loop model of the same seed, the
+  same logits and parameter gradients (optionally rematerialised), one 'layers' axis unsharded on a mesh."""
   cfg = preset("tiny-llama", num_hidden_layers=3)
   ref = create_model(cfg, ONE(), seed=11)
-  scanned = create_model(cfg.replace(scan_layers=True, remat=remat), ONE(), seed=11)
+  scanned = create_model(cfg.replace(scan_layers=True, remat=remat, remat_policy=policy), ONE(), seed=11)
+  kernel = scanned.model.layers.self_attn.q_proj.kernel
+  assert kernel.shape == (3, 64, 64) and kernel.get_metadata("logical_axes") == ("layers", "embed", "q_heads")
+  flat = flat_params(scanned)
+  assert "model.layers.mlp.up_proj.kernel" in flat and not any(k.startswith("model.layers.0.") for k in flat)
+  for a, b in zip(jax.tree.leaves(nnx.to_pure_dict(nnx.state(ref, nnx.Param))),
+                  jax.tree.leaves(relayout_layers(nnx.to_pure_dict(nnx.state(scanned, nnx.Param)), False))):
+    np.testing.assert_array_equal(a, b)
   ids = jnp.asarray(np.random.RandomState(12).randint(0, 1000, (2, 10)))
   seg = jnp.asarray([[1] * 6 + [2] * 4] * 2)
   pos = jnp.asarray([list(range(6)) + list(range(4))] * 2)
-
-  def loss_and_grads(model):
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-
-    def f(p):
-      m = nnx.merge(graphdef, p, rest)
-      return m.logits(m(ids, pos, seg)).astype(jnp.float32).std()
-
-    return jax.jit(jax.value_and_grad(f))(params)
-
-  (l0, g0), (l1, g1) = loss_and_grads(ref), loss_and_grads(scanned)
+  (l0, g0), (l1, g1) = _loss_and_grads(ref, ids, pos, seg), _loss_and_grads(scanned, ids, pos, seg)
   np.testing.assert_allclose(l1, l0, rtol=1e-6)
+  assert jax.tree.structure(g0) == jax.tree.structure(g1)
   for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
     np.testing.assert_allclose(b, a, atol=1e-7, rtol=1e-4)
   np.testing.assert_allclose(scanned.logits(scanned(ids, pos, seg)), ref.logits(ref(ids, pos, seg)), atol=1e-5)
+  mesh = sharding.make_mesh(fsdp=2, tensor=4)
+  sharded = create_model(cfg.replace(scan_layers=True), mesh, seed=11)
+  assert sharded.model.layers.mlp.up_proj.kernel[...].sharding.spec == P(None, "fsdp", "tensor")
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_remat_policies_keep_loss_and_grads(scan):
+  """Every remat policy, in the layer loop and in the scanned layers, gives the loss and gradients of no remat."""
+  cfg = preset("tiny-qwen2", num_hidden_layers=2, scan_layers=scan)
+  ids = jnp.asarray(np.random.RandomState(3).randint(0, 1000, (2, 12)))
+  seg = jnp.asarray([[1] * 7 + [2] * 5] * 2)
+  pos = jnp.asarray([list(range(7)) + list(range(5))] * 2)
+  l0, g0 = _loss_and_grads(create_model(cfg, ONE(), seed=4), ids, pos, seg)
+  for policy in REMAT_POLICIES:
+    model = create_model(cfg.replace(remat=True, remat_policy=policy), ONE(), seed=4)
+    l1, g1 = _loss_and_grads(model, ids, pos, seg)
+    np.testing.assert_allclose(l1, l0, rtol=1e-6, err_msg=policy)
+    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+      np.testing.assert_allclose(b, a, atol=1e-7, rtol=1e-4, err_msg=policy)
+
+
+def test_remat_policy_is_checked():
+  with pytest.raises(ValueError, match="remat_policy must be one of nothing_saveable, .*dots_saveable.*got 'minimal'"):
+    preset("tiny-llama", remat=True, remat_policy="minimal")
 
 
 # ---------------------------------------------------------------- splash attention (Pallas, interpret mode on CPU)

@@ -248,6 +248,22 @@ def test_restore_goes_past_a_damaged_newest_step(reference_run, tmp_path, damage
   assert len(kept) == 1 and kept[0].startswith("6-")
 
 
+def test_resume_with_the_other_layer_layout_is_a_clear_error_and_sets_nothing_aside(reference_run, tmp_path):
+  """The reference run stores its layers one by one (scan_layers=False); resuming with stacked layers would need
+  its optimizer state stacked too: refused before any step is touched, naming the flag that resumes it."""
+  import shutil
+  from slm_jax.checkpoint.orbax_io import MetadataMismatch
+  from slm_jax.train import trainer
+  workdir = str(tmp_path / "run")
+  shutil.copytree(reference_run, workdir)
+  with pytest.raises(MetadataMismatch, match=r"step 6 stores the decoder layers per layer .* "
+                                             r"--config.model.scan_layers=False"):
+    trainer.train(_tiny(total_steps=8, checkpoint_every=2, keep_last=4, **{"model.scan_layers": True}), workdir)
+  ckpt = os.path.join(workdir, "checkpoints")
+  assert sorted(int(n) for n in os.listdir(ckpt) if n.isdigit()) == [2, 4, 6]
+  assert not os.path.exists(ckpt + ".damaged")
+
+
 def test_no_restorable_step_is_a_clear_error_listing_each_step(reference_run, tmp_path):
   import shutil
   from slm_jax.train import trainer

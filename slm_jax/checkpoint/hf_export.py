@@ -18,14 +18,14 @@ import ml_dtypes
 import numpy as np
 import orbax.checkpoint as ocp
 
-from slm_jax.checkpoint import orbax_io
+from slm_jax.checkpoint import orbax_io, weight_map
 from slm_jax.checkpoint.hf_import import ShapeMismatch
 from slm_jax.checkpoint.hf_source import EMBED, HEAD
 from slm_jax.checkpoint.hf_to_orbax import DTYPES, Progress, VocabMismatch
 from slm_jax.checkpoint.safetensors_io import MAX_SHARD_BYTES, write_sharded
 from slm_jax.checkpoint.staging import check_output, staged_output
 from slm_jax.checkpoint.tokenizer_files import clean_tokenizer_files, save_tokenizer, special_token_ids
-from slm_jax.checkpoint.weight_map import flat_params, to_hf_name
+from slm_jax.checkpoint.weight_map import flat_params
 from slm_jax.model.config import ModelConfig
 from slm_jax.model.create import abstract_model
 from slm_jax.vocab import VocabLayout, extend_tokenizer, unit_token
@@ -33,8 +33,11 @@ from slm_jax.vocab import VocabLayout, extend_tokenizer, unit_token
 _NP_DTYPES = {"bfloat16": np.dtype(ml_dtypes.bfloat16), "float32": np.dtype(np.float32)}
 
 
-def _hf_order(name: str):
-  """embed, layers in numeric order, final norm, lm_head (the order transformers writes)."""
+def _hf_order(name: str, t: weight_map.HFTensor):
+  """embed, layers in numeric order, final norm, lm_head (the order transformers writes); a stacked parameter's
+  layers one after the other (each stacked array is fetched once)."""
+  if t.layer is not None:
+    return (1, 0, t.path, t.layer)
   m = re.match(r"model\.layers\.(\d+)\.", name)
   if m:
     return (1, int(m.group(1)), name)
@@ -45,23 +48,32 @@ def hf_tensors(shapes: dict[str, tuple], fetch: Callable[[str], np.ndarray], cfg
                dtype: str) -> tuple[list[tuple[str, tuple, np.dtype]], Callable]:
   """(specs [(HF name, HF shape, dtype)] in HF order, get(HF name) -> host array in HF layout).
 
-  shapes: {our path: shape}; fetch(our path) -> that parameter as a host array (fetched when written).
+  shapes: {our path: shape} (per-layer or stacked layers); fetch(our path) -> that parameter as a host array
+  (fetched when written; a stacked one is kept while its layers are written).
   """
   npdt = _NP_DTYPES[dtype]
-  by_name, specs = {}, []
-  for path, shape in shapes.items():
-    name, transpose = to_hf_name(path)
-    shape = tuple(shape[::-1] if transpose else shape)
+  by_name = weight_map.hf_tensors(shapes)
+  specs = []
+  for name, t in by_name.items():
+    shape = t.shape
     if name in (EMBED, HEAD):
       shape = (cfg.vocab_size,) + shape[1:]
-    by_name[name] = (path, transpose)
     specs.append((name, shape, npdt))
-  specs.sort(key=lambda s: _hf_order(s[0]))
+  specs.sort(key=lambda s: _hf_order(s[0], by_name[s[0]]))
+  held: dict[str, np.ndarray] = {}
 
   def get(name: str) -> np.ndarray:
-    path, transpose = by_name[name]
-    x = fetch(path)
-    if transpose:
+    t = by_name[name]
+    if t.layer is None:
+      x = fetch(t.path)
+    else:
+      if t.path not in held:
+        held.clear()
+        held[t.path] = fetch(t.path)
+      x = held[t.path][t.layer]
+      if t.layer == shapes[t.path][0] - 1:
+        held.clear()
+    if t.transpose:
       x = x.T
     if name in (EMBED, HEAD):
       x = x[:cfg.vocab_size]  # padding rows removed
@@ -194,7 +206,7 @@ def convert_orbax_to_hf(ckpt_dir: str, out_dir: str, step: int | None = None, dt
     raise ValueError(f"dtype {dtype!r} is not one of {DTYPES} (fp16 is never written)")
   check_output(out_dir, overwrite)
   meta, step = orbax_io.read_meta(ckpt_dir, step)
-  cfg = ModelConfig.from_dict(meta["model_config"])
+  cfg = orbax_io.saved_config(meta)  # the layer layout of the stored parameters
   where = f"{ckpt_dir} step {step}"
   files_dir = None
   if tokenizer_dir:
@@ -214,7 +226,7 @@ def convert_orbax_to_hf(ckpt_dir: str, out_dir: str, step: int | None = None, dt
     print_fn(f"writing {dtype} safetensors to {out_dir} (streaming from {where})")
     with staged_output(out_dir, overwrite) as tmp:
       files = write_hf(tmp, cfg, params.shapes, params.get, tokenizer, dtype, max_shard_bytes,
-                       Progress(len(params.shapes), print_fn), tokenizer_files=files_dir)
+                       Progress(len(weight_map.hf_tensors(params.shapes)), print_fn), tokenizer_files=files_dir)
   finally:
     params.close()
   print_fn(f"done: {len(files)} safetensors file(s), vocab {cfg.vocab_size}")

@@ -18,7 +18,7 @@ from slm_jax.checkpoint.hf_import import ShapeMismatch, load_params
 from slm_jax.checkpoint.hf_source import EMBED, HEAD, HFSource, open_hf
 from slm_jax.checkpoint.staging import check_output, staged_output
 from slm_jax.checkpoint.vocab_resize import grow_rows
-from slm_jax.checkpoint.weight_map import flat_params, to_hf_name
+from slm_jax.checkpoint.weight_map import flat_params, hf_names
 from slm_jax.model.config import ModelConfig
 from slm_jax.model.create import abstract_model
 from slm_jax.vocab import VocabLayout, extend_tokenizer
@@ -70,12 +70,11 @@ def plan_vocab(src: HFSource, tokenizer, num_units: int) -> tuple[VocabLayout, i
 def _expected_hf_shapes(cfg: ModelConfig) -> dict[str, tuple[tuple, bool]]:
   """{HF name: (shape with the vocabulary dimension as None, transposed?)}."""
   out = {}
-  for path, leaf in flat_params(abstract_model(cfg)).items():
-    name, transpose = to_hf_name(path)
-    shape = tuple(leaf.shape[::-1] if transpose else leaf.shape)
+  for name, t in hf_names(abstract_model(cfg)).items():
+    shape = t.shape
     if name in (EMBED, HEAD):
       shape = (None,) + shape[1:]
-    out[name] = (shape, transpose)
+    out[name] = (shape, t.transpose)
   return out
 
 
@@ -122,14 +121,16 @@ class Progress:
 
 
 def import_hf(hf_dir: str, mesh: Mesh | None = None, num_units: int = 500, dtype: str = "bfloat16",
-              tokenizer_dir: str | None = None, seed: int = 0, progress: Callable[[str], None] | None = None):
-  """(model, meta, tokenizer) from a HF / slamkit folder, the vocabulary extended by `num_units` units."""
+              tokenizer_dir: str | None = None, seed: int = 0, progress: Callable[[str], None] | None = None,
+              scan_layers: bool = False):
+  """(model, meta, tokenizer) from a HF / slamkit folder, the vocabulary extended by `num_units` units; with
+  scan_layers the model holds its layers stacked (HF's per-layer tensors stacked as they are read)."""
   if dtype not in DTYPES:
     raise ValueError(f"dtype {dtype!r} is not one of {DTYPES} (fp16 is never used)")
   src = open_hf(hf_dir)
   tokenizer = load_tokenizer(hf_dir, src, tokenizer_dir)
   layout, vocab = plan_vocab(src, tokenizer, num_units)
-  overrides = dict(vocab_size=vocab, param_dtype=dtype, dtype=dtype)
+  overrides = dict(vocab_size=vocab, param_dtype=dtype, dtype=dtype, scan_layers=scan_layers)
   if src.kind == "slamkit":  # slamkit forces pad=0, bos=eos=1 (docs/reference.md §2 quirk): take the tokenizer's ids instead
     overrides.update(bos_token_id=layout.bos_id, eos_token_id=layout.eos_id)
   cfg = src.model_config(**overrides)

@@ -4,6 +4,8 @@ A checkpoint directory is an Orbax CheckpointManager directory; each step folder
 `params` (nnx pure dict of the Param state), `meta` (JSON, see `make_meta`) and, for training checkpoints,
 `opt_state`, `train_state` and `data` (the grain iterator state). The extended tokenizer sits in
 `<dir>/tokenizer/`. Loading checks the metadata against what the caller expects and prints a readable diff.
+The decoder layers are stored as the model held them: per layer, or stacked [L, ...] (scan_layers; the meta's
+`layers_stacked`); `load_model` converts to the layout asked for, a training resume must ask for the saved one.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import Mesh
 
+from slm_jax.checkpoint.weight_map import relayout_layers
 from slm_jax.model.config import ModelConfig
 from slm_jax.model.create import model_shardings
 from slm_jax.vocab import VocabLayout
@@ -23,6 +26,7 @@ from slm_jax.vocab import VocabLayout
 PARAMS, META, OPT_STATE, TRAIN_STATE, DATA = "params", "meta", "opt_state", "train_state", "data"
 TOKENIZER_DIR = "tokenizer"
 SCHEMA_VERSION = 1
+LAYERS_STACKED = "layers_stacked"  # meta key: True when params hold the decoder layers stacked; absent: per layer
 
 
 class MetadataMismatch(ValueError):
@@ -30,8 +34,27 @@ class MetadataMismatch(ValueError):
 
 
 def make_meta(cfg: ModelConfig, layout: VocabLayout | None, dtype: str, **extra) -> dict:
-  return {"schema_version": SCHEMA_VERSION, "model_config": cfg.to_dict(),
+  """The metadata of a checkpoint of a model built from `cfg` (its layer layout follows cfg.scan_layers)."""
+  return {"schema_version": SCHEMA_VERSION, "model_config": cfg.to_dict(), LAYERS_STACKED: cfg.scan_layers,
           "vocab_layout": None if layout is None else layout.to_dict(), "dtype": dtype, **extra}
+
+
+def saved_config(meta: dict) -> ModelConfig:
+  """The model config of the parameters as stored: scan_layers says whether the layers are stacked (checkpoints
+  written before the stacked layout hold per-layer parameters whatever their scan_layers)."""
+  return ModelConfig.from_dict(meta["model_config"]).replace(scan_layers=bool(meta.get(LAYERS_STACKED, False)))
+
+
+def check_layers_layout(meta: dict, cfg: ModelConfig, where: str = "checkpoint") -> None:
+  """Raises MetadataMismatch when the checkpoint's layers are stored in the other layout than `cfg` builds.
+  For a training resume: the optimizer state has its parameters' layout, so a run resumes with the scan_layers it
+  saved with (`load_model`, which reads parameters alone, converts instead)."""
+  stacked = saved_config(meta).scan_layers
+  if stacked != cfg.scan_layers:
+    raise MetadataMismatch(
+        f"{where} stores the decoder layers {'stacked (scan_layers=True)' if stacked else 'per layer'} but the run "
+        f"asks for scan_layers={cfg.scan_layers}: resume with --config.model.scan_layers={stacked}, or start a new "
+        "run from this checkpoint (init.kind=orbax converts the layout)")
 
 
 def diff_dicts(saved: dict, expected: dict, prefix: str = "") -> list[str]:
@@ -101,20 +124,34 @@ def read_meta(directory: str, step: int | None = None) -> tuple[dict, int]:
 
 def load_model(directory: str, mesh: Mesh, step: int | None = None, cfg_overrides: dict | None = None,
                expect_cfg: ModelConfig | None = None, expect_layout: VocabLayout | None = None):
-  """(model sharded on `mesh`, meta, step). Works on conversion and training checkpoints alike."""
+  """(model sharded on `mesh`, meta, step). Works on conversion and training checkpoints alike; parameters
+  stored in the other layer layout than the model's (cfg_overrides' scan_layers) are stacked / unstacked."""
   meta, step = read_meta(directory, step)
   check_meta(meta, cfg=expect_cfg, layout=expect_layout, where=f"{directory} step {step}")
   cfg = ModelConfig.from_dict({**meta["model_config"], **(cfg_overrides or {})})
+  stored = cfg.replace(scan_layers=saved_config(meta).scan_layers)
   graphdef, abstract_state, shardings = model_shardings(cfg, mesh)
-  params_abs = nnx.state(nnx.merge(graphdef, abstract_state), nnx.Param)
-  target = nnx.to_pure_dict(jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), params_abs,
-      nnx.state(nnx.merge(graphdef, shardings), nnx.Param)))
   mngr = manager(directory)
-  restored = mngr.restore(step, args=ocp.args.Composite(**{PARAMS: ocp.args.StandardRestore(target)}))[PARAMS]
+  restored = mngr.restore(step, args=ocp.args.Composite(**{PARAMS: ocp.args.StandardRestore(
+      _restore_target(stored, mesh))}))[PARAMS]
   mngr.close()
+  if stored.scan_layers != cfg.scan_layers:
+    out_sh = nnx.to_pure_dict(nnx.state(nnx.merge(graphdef, shardings), nnx.Param))
+    donate = () if jax.default_backend() == "cpu" else (0,)  # XLA:CPU cannot reuse donated buffers
+    with jax.set_mesh(mesh):
+      restored = jax.jit(lambda p: relayout_layers(p, cfg.scan_layers), out_shardings=out_sh,
+                         donate_argnums=donate)(restored)
   nnx.replace_by_pure_dict(abstract_state, restored)
   return nnx.merge(graphdef, abstract_state), meta, step
+
+
+def _restore_target(cfg: ModelConfig, mesh: Mesh) -> dict:
+  """Pure dict of ShapeDtypeStructs (with shardings) of `cfg`'s parameters on `mesh`."""
+  graphdef, abstract_state, shardings = model_shardings(cfg, mesh)
+  params_abs = nnx.state(nnx.merge(graphdef, abstract_state), nnx.Param)
+  return nnx.to_pure_dict(jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), params_abs,
+      nnx.state(nnx.merge(graphdef, shardings), nnx.Param)))
 
 
 def load_tokenizer(directory: str):

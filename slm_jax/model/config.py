@@ -8,6 +8,11 @@ from typing import Any
 
 SUPPORTED_ARCHS = ("llama", "qwen2")
 ATTENTION_IMPLS = ("auto", "xla", "cudnn", "splash")
+# what a rematerialised layer keeps for the backward pass (with remat=True; slm_jax.model.transformer.remat_policy):
+# nothing (recompute the layer), every matmul without batch dims (the projections), every matmul (the attention
+# ones too), the q/k/v projections, those and the attention output (before o_proj)
+REMAT_POLICIES = ("nothing_saveable", "dots_with_no_batch_dims_saveable", "dots_saveable", "save_qkv_proj",
+                  "save_qkv_attention")
 HF_REQUIRED_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                     "num_attention_heads")
 # Fields that define the parameter shapes and the function computed; checked on every checkpoint load.
@@ -15,6 +20,13 @@ STRUCTURAL_FIELDS = (
     "arch", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
     "num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta", "rope_scaling", "tie_word_embeddings",
     "attention_bias", "vocab_pad_multiple")
+
+
+def check_remat_policy(name: str) -> str:
+  """`name` if it is one of REMAT_POLICIES, else a ValueError listing them."""
+  if name not in REMAT_POLICIES:
+    raise ValueError(f"remat_policy must be one of {', '.join(REMAT_POLICIES)}, got {name!r}")
+  return name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +53,9 @@ class ModelConfig:
   param_dtype: str = "float32"
   dtype: str = "float32"            # compute dtype of activations / matmuls
   attention_impl: str = "auto"      # auto (splash on TPU, cudnn on GPU in bf16, else xla) | xla | cudnn | splash
-  remat: bool = False
-  scan_layers: bool = False         # one compiled layer body run by lax.scan (faster compiles for deep models)
+  remat: bool = False               # recompute each layer in the backward pass, keeping what remat_policy saves
+  remat_policy: str = "nothing_saveable"  # one of REMAT_POLICIES
+  scan_layers: bool = False         # layer parameters stacked [L, ...], run by one lax.scan (one layer body to compile)
 
   def __post_init__(self):
     if self.arch not in SUPPORTED_ARCHS:
@@ -52,6 +65,7 @@ class ModelConfig:
     if self.attention_impl == "cudnn" and self.dtype not in ("bfloat16", "float16"):
       raise ValueError(f"attention_impl='cudnn' needs a bfloat16 or float16 compute dtype (cuDNN flash attention "
                        f"has no fp32 kernel), got dtype={self.dtype!r}; use attention_impl='xla' for fp32")
+    check_remat_policy(self.remat_policy)
     if self.num_attention_heads % self.num_key_value_heads:
       raise ValueError(f"num_attention_heads {self.num_attention_heads} is not a multiple of "
                        f"num_key_value_heads {self.num_key_value_heads}")

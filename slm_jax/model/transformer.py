@@ -2,7 +2,10 @@
 
 Einsum letters: B batch, T query length, S key length, D model dim, N query heads, K kv heads,
 G query heads per kv head, H head dim, F mlp dim, V vocabulary.
-Parameter paths mirror HF (`model.layers.3.self_attn.q_proj.kernel` <-> `...q_proj.weight`, transposed).
+Parameter paths mirror HF (`model.layers.3.self_attn.q_proj.kernel` <-> `...q_proj.weight`, transposed). With
+`scan_layers` the decoder layers are one `DecoderLayer` whose parameters carry a leading layer axis
+(`model.layers.self_attn.q_proj.kernel` [L, in, out], logical axis 'layers'); slm_jax.checkpoint.weight_map
+converts between the two layouts.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import numpy as np
 from flax import nnx
 
 from slm_jax.layout import Branches
-from slm_jax.model.config import ModelConfig
+from slm_jax.model.config import ModelConfig, check_remat_policy
 from slm_jax.model.splash import splash_attention, target_platform
 from slm_jax.sharding import constrain
 
@@ -23,6 +26,20 @@ NEG_INF = -1e9  # finite: fully masked rows stay NaN-free
 
 def _dtype(name: str):
   return jnp.dtype(name)
+
+
+# names of the attention tensors the save_* remat policies keep (`jax.ad_checkpoint.checkpoint_name`)
+_QKV_NAMES = ("query_proj", "key_proj", "value_proj")
+
+
+def remat_policy(name: str):
+  """The `jax.checkpoint` policy of a `ModelConfig.remat_policy` name (what the backward pass may keep)."""
+  cp = jax.checkpoint_policies
+  return {"nothing_saveable": cp.nothing_saveable,
+          "dots_with_no_batch_dims_saveable": cp.dots_with_no_batch_dims_saveable,
+          "dots_saveable": cp.dots_saveable,
+          "save_qkv_proj": cp.save_only_these_names(*_QKV_NAMES),
+          "save_qkv_attention": cp.save_only_these_names(*_QKV_NAMES, "attention_out")}[check_remat_policy(name)]
 
 
 def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
@@ -186,9 +203,10 @@ class Attention(nnx.Module):
     `Branches` layout of shared-prefix rows (with its rule in `mask`)."""
     B, T, _ = x.shape
     N, K, H = self.shape
-    q = apply_rope(self.q_proj(x).reshape(B, T, N, H), cos, sin)
-    k = apply_rope(self.k_proj(x).reshape(B, T, K, H), cos, sin)
-    v = self.v_proj(x).reshape(B, T, K, H)
+    name = jax.ad_checkpoint.checkpoint_name
+    q = apply_rope(name(self.q_proj(x), "query_proj").reshape(B, T, N, H), cos, sin)
+    k = apply_rope(name(self.k_proj(x), "key_proj").reshape(B, T, K, H), cos, sin)
+    v = name(self.v_proj(x), "value_proj").reshape(B, T, K, H)
     q = constrain(q, ("batch", "length", "act_heads", "head_dim"))
     if cache is not None:
       k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, cache_index, 0, 0))
@@ -202,7 +220,8 @@ class Attention(nnx.Module):
       raise ValueError("attention_impl='splash' has no decoding path: use xla or auto for generation")
     causal = structure if isinstance(structure, Branches) else cache is None
     out = attention(q, k, v, mask, impl, structure == "causal", causal=causal)
-    return self.o_proj(out.reshape(B, T, N * H)), cache
+    out = jax.ad_checkpoint.checkpoint_name(out.reshape(B, T, N * H), "attention_out")
+    return self.o_proj(out), cache
 
 
 class MLP(nnx.Module):
@@ -232,10 +251,28 @@ class DecoderLayer(nnx.Module):
     return constrain(x, ("batch", "length", "act_embed")), cache
 
 
+def _is_var(x) -> bool:
+  return isinstance(x, nnx.Variable)
+
+
+def stack_layers(layers: list[nnx.Module]) -> nnx.Module:
+  """One module of `layers`' structure whose variables stack theirs on a new leading axis (logical 'layers')."""
+  graphdef = nnx.graphdef(layers[0])
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[nnx.state(m) for m in layers])
+  for v in jax.tree.leaves(stacked, is_leaf=_is_var):
+    v.set_metadata(logical_axes=("layers",) + tuple(v.get_metadata("logical_axes", None) or (None,) * (v.ndim - 1)))
+  return nnx.merge(graphdef, stacked)
+
+
 class Model(nnx.Module):
+  """Embeddings, decoder layers and final norm. `layers`: an `nnx.List` of `DecoderLayer`s, or with
+  cfg.scan_layers one `DecoderLayer` holding all of them stacked (created from the same random draws, in the same
+  order, as the list: a seed gives both layouts the same values)."""
+
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.embed_tokens = Embed(cfg, rngs=rngs)
-    self.layers = nnx.List([DecoderLayer(cfg, rngs=rngs) for _ in range(cfg.num_hidden_layers)])
+    layers = [DecoderLayer(cfg, rngs=rngs) for _ in range(cfg.num_hidden_layers)]
+    self.layers = stack_layers(layers) if cfg.scan_layers else nnx.List(layers)
     self.norm = RMSNorm(cfg.hidden_size, cfg)
 
 
@@ -293,39 +330,44 @@ class CausalLM(nnx.Module):
     elif segment_ids is not None:
       mask = (jnp.tril(jnp.ones((T, T), bool))[None]
               & (segment_ids[:, :, None] == segment_ids[:, None, :]))
-    new_layers = []
     if self.cfg.scan_layers and cache is None:
       x = self._scan_layers(x, cos, sin, mask, structure)
     else:
-      for i, layer in enumerate(self.model.layers):
-        layer_cache = None if cache is None else cache["layers"][i]
-        if self.cfg.remat and cache is None:
-          fn = nnx.remat(lambda l, *a: l(*a), static_argnums=(5,))
-          x, c = fn(layer, x, cos, sin, mask, structure)
-        else:
-          x, c = layer(x, cos, sin, mask, structure, layer_cache, index)
-        new_layers.append(c)
+      x, new_layers = self._layer_loop(x, cos, sin, mask, structure, cache, index)
     x = self.model.norm(x)
     if cache is None:
       return x, None
     return x, {"layers": new_layers, "segment_ids": kv_seg, "index": index + T}
 
-  def _scan_layers(self, x, cos, sin, mask, structure):
-    """The decoder layers as one `lax.scan` over their stacked states (one layer body to compile).
+  def _layer_loop(self, x, cos, sin, mask, structure, cache, index):
+    """The layers one after the other (stacked ones sliced layer by layer); (x, each layer's new cache)."""
+    new_layers = []
+    if self.cfg.scan_layers:
+      graphdef, stacked = nnx.split(self.model.layers)
+      layers = [nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], stacked))
+                for i in range(self.cfg.num_hidden_layers)]
+    else:
+      layers = list(self.model.layers)
+    for i, layer in enumerate(layers):
+      if self.cfg.remat and cache is None:
+        fn = nnx.remat(lambda l, *a: l(*a), static_argnums=(5,), policy=remat_policy(self.cfg.remat_policy))
+        x, c = fn(layer, x, cos, sin, mask, structure)
+      else:
+        x, c = layer(x, cos, sin, mask, structure, None if cache is None else cache["layers"][i], index)
+      new_layers.append(c)
+    return x, new_layers
 
-    Parameters stay stored per layer (checkpoints and the HF weight map are unchanged); the stack is formed
-    inside the compiled step, and with `remat` the scanned body is rematerialised.
-    """
-    layers = list(self.model.layers)
-    graphdef = nnx.graphdef(layers[0])
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[nnx.state(l) for l in layers])
+  def _scan_layers(self, x, cos, sin, mask, structure):
+    """The stacked decoder layers as one `lax.scan` (one layer body to compile), the body rematerialised by
+    cfg.remat_policy when cfg.remat."""
+    graphdef, stacked = nnx.split(self.model.layers)
 
     def body(h, state):
       h, _ = nnx.merge(graphdef, state)(h, cos, sin, mask, structure)
       return h, None
 
-    if self.cfg.remat:
-      body = jax.checkpoint(body)
+    if self.cfg.remat:  # prevent_cse=False: scan already keeps the recomputation apart from the forward
+      body = jax.checkpoint(body, policy=remat_policy(self.cfg.remat_policy), prevent_cse=False)
     x, _ = jax.lax.scan(body, x, stacked)
     return x
 

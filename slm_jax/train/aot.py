@@ -157,7 +157,8 @@ def compile_report(config, cfg: ModelConfig, mesh, target: str, schedule_steps: 
   rec = {"target": target, "devices": int(mesh.size), "device_kind": getattr(dev, "device_kind", "?"),
          "mesh": {k: int(v) for k, v in mesh.shape.items()}, "model": f"{cfg.arch} {cfg.num_params() / 1e9:.2f}B",
          "vocab": cfg.vocab_size, "global_batch": config.global_batch_size, "seq_len": config.seq_len,
-         "micro_batches": config.micro_batches, "remat": cfg.remat, "scan_layers": cfg.scan_layers,
+         "micro_batches": config.micro_batches, "remat": cfg.remat,
+         "remat_policy": cfg.remat_policy if cfg.remat else None, "scan_layers": cfg.scan_layers,
          "precision": config.precision, "attention_impl": cfg.attention_impl}
   with jax.set_mesh(mesh):
     rec["attention"] = resolve_attention_impl(cfg.attention_impl, cfg.dtype)

@@ -22,7 +22,8 @@ def base_config() -> ml_collections.ConfigDict:
       vocab_size=-1,            # -1: from the vocabulary layout / checkpoint; smaller keeps the first rows (SLAM)
       attention_impl="auto",    # auto (TPU: splash, GPU: cudnn in bf16, else xla) | xla | cudnn | splash
       remat=False,              # recompute each layer in the backward pass
-      scan_layers=False,        # run the layers as one lax.scan (one layer body to compile)
+      remat_policy="nothing_saveable",  # with remat, what the backward pass may keep (model.config.REMAT_POLICIES)
+      scan_layers=False,        # layers stored stacked [L, ...] and run as one lax.scan (one layer body to compile)
       overrides=ml_collections.ConfigDict()))  # ModelConfig fields to replace (e.g. rope_theta)
 
   # TWIST initialisation: a HF folder (grown to the speech-text vocabulary on the fly) or an Orbax

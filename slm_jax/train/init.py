@@ -38,6 +38,7 @@ class Start:
 def runtime_overrides(config, param_dtype: str, dtype: str) -> dict:
   m = config.model
   return dict(param_dtype=param_dtype, dtype=dtype, attention_impl=m.attention_impl, remat=bool(m.remat),
+              remat_policy=m.get("remat_policy", "nothing_saveable"),
               scan_layers=bool(m.scan_layers))
 
 
@@ -96,7 +97,7 @@ def fresh_start(config, mesh: Mesh, param_dtype: str, dtype: str) -> Start:
     num_units = 0 if speech_only else config.vocab.num_units
     model, meta, tokenizer = import_hf(path, mesh, num_units=num_units, dtype=param_dtype,
                                        tokenizer_dir=assets.resolve(config.vocab.tokenizer) or None,
-                                       seed=config.seed)
+                                       seed=config.seed, scan_layers=rt["scan_layers"])
     layout = VocabLayout.from_dict(meta["vocab_layout"])
     cfg = ModelConfig.from_dict(meta["model_config"]).replace(**rt)
     params = _pure(model)

@@ -259,9 +259,23 @@ def resume(s: Setup) -> tuple[Start, State, Any]:
                   float(ts["train_time_s"]), ts["rng"])
     return Start(cfg, layout, tokenizer, meta.get("init_source"), prog, step), state, it
 
+  _check_layout(s)
   step, out = s.ckpt.restore_newest(attempt, agree=_all)
   _log("resuming from %s step %d", s.ckpt_dir, step)
   return out
+
+
+def _check_layout(s: Setup) -> None:
+  """A run resumes with the layer layout it saved (stacked for scan_layers=True): its optimizer state has that
+  layout too. The newest step whose metadata reads decides; a mismatch is the config's error, not damage."""
+  for step in sorted(s.ckpt.all_steps(), reverse=True):
+    try:
+      meta, _ = orbax_io.read_meta(s.ckpt_dir, step)
+    except (OSError, ValueError, KeyError):
+      continue
+    cfg = ModelConfig.from_dict(meta["model_config"]).replace(**runtime_overrides(s.config, s.param_dtype, s.dtype))
+    orbax_io.check_layers_layout(meta, cfg, where=f"{s.ckpt_dir} step {step}")
+    return
 
 
 def start_fresh(s: Setup) -> tuple[Start, State, Any]:

@@ -15,7 +15,7 @@ import os
 import re
 
 from slm_jax import assets, sharding
-from slm_jax.model.config import ATTENTION_IMPLS, PRESETS, ModelConfig
+from slm_jax.model.config import ATTENTION_IMPLS, PRESETS, REMAT_POLICIES, ModelConfig
 from slm_jax.train import objectives
 from slm_jax.train.checkpointing import CHECKPOINT_DIR
 
@@ -145,6 +145,7 @@ def check_choices(c) -> list[str]:
     one_of("vocab.layout", c.vocab.layout, tuple(LAYOUTS))
   if c.init.kind == "random":
     one_of("model.preset", c.model.preset, tuple(sorted(PRESETS)))
+  one_of("model.remat_policy", c.model.get("remat_policy", "nothing_saveable"), REMAT_POLICIES)
   fields = {f for f in ModelConfig.__dataclass_fields__}
   for k in c.model.overrides.keys():
     if k not in fields:
