@@ -56,8 +56,15 @@ _HEADS = flags.DEFINE_integer("num_heads", 8, "CPU model: attention heads (head_
 _KV = flags.DEFINE_integer("num_kv_heads", 4, "CPU model: KV heads.")
 _VOCAB = flags.DEFINE_integer("vocab_size", 128758, "CPU model: vocabulary (Llama-3 + 502 Slam ids).")
 _PROBE = flags.DEFINE_integer("probe_size", 2048, "CPU: n of the n x n x n f32 matmul measured as the peak.")
+_BASELINE = flags.DEFINE_string("baseline_tree", None, "CPU: another checkout of the repository (e.g. `git archive` of "
+                                "an older commit); its jax side alternates with this tree's instead of torch.")
+_TEMP = flags.DEFINE_bool("temp_memory", False, "CPU: also report the compiled step's temporary bytes.")
+_SCAN = flags.DEFINE_bool("scan_layers", False, "CPU model: layers stored stacked and run as one lax.scan.")
+_REMAT_POLICY = flags.DEFINE_string("remat_policy", None, "CPU: rematerialise each layer keeping what this policy "
+                                    "saves (slm_jax.model.config.REMAT_POLICIES); unset: no remat.")
 # what a side process is given of the parent's flags (all but these)
-_PARENT_ONLY = ("rounds", "side")
+_PARENT_ONLY = ("rounds", "side", "baseline_tree")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _cpu_config():
@@ -65,8 +72,10 @@ def _cpu_config():
   if _HIDDEN.value % _HEADS.value or _HEADS.value % _KV.value:
     raise SystemExit(f"--hidden_size={_HIDDEN.value} must divide by --num_heads={_HEADS.value}, and num_heads by "
                      f"--num_kv_heads={_KV.value}")
-  return ModelConfig("llama", _VOCAB.value, _HIDDEN.value, _INTER.value, _LAYERS.value, _HEADS.value, _KV.value,
-                     _HIDDEN.value // _HEADS.value, 1e-5, 500000.0, None, 131072, True, False)
+  cfg = ModelConfig("llama", _VOCAB.value, _HIDDEN.value, _INTER.value, _LAYERS.value, _HEADS.value, _KV.value,
+                    _HIDDEN.value // _HEADS.value, 1e-5, 500000.0, None, 131072, True, False)
+  extra = {"remat_policy": _REMAT_POLICY.value} if _REMAT_POLICY.value else {}  # older trees lack the field
+  return cfg.replace(scan_layers=_SCAN.value, **extra)
 
 
 def _batch(B, T, vocab, packed=False, seed=0):
@@ -93,8 +102,13 @@ class JaxStep:
     from flax import nnx
     from slm_jax.model.create import create_model, model_shardings
     from slm_jax.sharding import make_mesh
-    from slm_jax.train import lm, optimizer, step as step_lib
-    self.jax, self.nnx, self.step_lib, self.lm, self.model_shardings = jax, nnx, step_lib, lm, model_shardings
+    from slm_jax.train import optimizer, step as step_lib
+    try:
+      from slm_jax.train.lm import make_train_step
+    except ImportError:  # a tree from before issue 20 on PYTHONPATH (before / after comparisons of the library)
+      make_train_step = step_lib.make_train_step
+    self.jax, self.nnx, self.step_lib, self.model_shardings = jax, nnx, step_lib, model_shardings
+    self.make_train_step = make_train_step
     self.loss_chunk = _CHUNK.value or (128 if jax.default_backend() == "cpu" else 512)
     self.mesh = make_mesh(fsdp=1, devices=jax.devices()[:1])
     pdt, dt, mdt = optimizer.precision_dtypes(precision)
@@ -115,11 +129,13 @@ class JaxStep:
     jax = self.jax
     from slm_jax.train.data import global_batch
     graphdef = self.model_shardings(self.cfg.replace(remat=remat), self.mesh)[0]
-    fn = self.step_lib.jit_train_step(self.lm.make_train_step(graphdef, self.tx, packed=packed,
-                                                                    fused_loss=_FUSED.value,
-                                                                    loss_chunk=self.loss_chunk),
+    fn = self.step_lib.jit_train_step(self.make_train_step(graphdef, self.tx, packed=packed, fused_loss=_FUSED.value,
+                                                           loss_chunk=self.loss_chunk),
                                       self.mesh, self.param_sh, self.opt_sh)
     batch = global_batch(batch_np, self.mesh)
+    if _TEMP.value:  # the compiled step's temporaries (one more compile, before the timed steps)
+      ma = fn.jitted.lower(self.params, self.opt, batch, jax.numpy.asarray(0, jax.numpy.int32)).compile()
+      self.temp_bytes = int(ma.memory_analysis().temp_size_in_bytes)
     t = time.perf_counter()
     self.params, self.opt, m = fn(self.params, self.opt, batch, 0)
     first = float(m["loss"])
@@ -204,14 +220,17 @@ def run_side(side: str) -> dict:
     del tmodel
   js = JaxStep(cfg.replace(dtype=dtype), _PRECISION.value or ("fp32" if dtype == "float32" else "bf16"), shared)
   del shared
-  times, compile_s, loss = js.time(batch, remat=False, packed=False, steps=steps, warmup=_WARMUP.value)
+  times, compile_s, loss = js.time(batch, remat=bool(_REMAT_POLICY.value), packed=False, steps=steps,
+                                   warmup=_WARMUP.value)
+  temp = getattr(js, "temp_bytes", None)
   del js
   gc.collect()
   if jax.default_backend() == "cpu":  # probed after the steps, in the same round
     peak, src = flops.measure_matmul_flops(_PROBE.value), f"measured (cpu f32 matmul, n={_PROBE.value})"
   else:
     peak, src = flops.device_peak(dtype)
-  return {"side": side, "times": times, "first_loss": loss, "compile_s": compile_s, "peak_flops": peak,
+  return {"side": side, "times": times, "first_loss": loss, "compile_s": compile_s, "temp_bytes": temp,
+          "peak_flops": peak,
           "peak_source": src, "device": f"{jax.device_count()} device(s) {jax.devices()[0].device_kind}"}
 
 
@@ -232,23 +251,31 @@ def cpu_mode():
         f"{os.cpu_count()} cores; {_ROUNDS.value} rounds x {steps} timed steps per side", flush=True)
   passed = [flags.FLAGS[h.name].serialize() for h in globals().values()  # this bench's flags as given
             if isinstance(h, flags.FlagHolder) and h.present and h.name not in _PARENT_ONLY]
-  sides = ("jax", "torch") if _TORCH.value else ("jax",)
+  if _BASELINE.value:  # this tree's jax side against another tree's, on the same weights
+    sides, torch_on = ("jax", "baseline"), False
+    passed.append("--notorch")
+  else:
+    sides, torch_on = (("jax", "torch") if _TORCH.value else ("jax",)), _TORCH.value
   runs = {s: [] for s in sides}
   for r in range(_ROUNDS.value):
     for side in sides:
-      args = [sys.executable, os.path.abspath(__file__), f"--side={side}", *passed]
-      out = subprocess.run(args, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+      tree = os.path.abspath(_BASELINE.value) if side == "baseline" else ROOT
+      args = [sys.executable, os.path.abspath(__file__), f"--side={'jax' if side == 'baseline' else side}", *passed]
+      env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=tree + os.pathsep + os.environ.get("PYTHONPATH", ""))
+      out = subprocess.run(args, capture_output=True, text=True, env=env)
       if out.returncode:
         raise SystemExit(f"round {r + 1}: the {side} side failed ({' '.join(args[1:])}):\n{out.stderr[-3000:]}")
       res = json.loads(out.stdout.strip().splitlines()[-1])
       runs[side].append(res)
       extra = (f", compile {res['compile_s']:.1f} s, matmul {res['peak_flops'] / 1e9:.0f} GFLOP/s"
-               if side == "jax" else "")
+               + (f", temp {res['temp_bytes'] / 1e6:.1f} MB" if res.get("temp_bytes") else "")
+               if side != "torch" else "")
       print(f"round {r + 1} {side:5s}: " + " ".join(f"{t:.3f}" for t in res["times"]) + f" s per step, first loss "
             f"{res['first_loss']:.5f}{extra}", flush=True)
-  if _TORCH.value:  # the same weights and batch: the first losses must agree
-    np.testing.assert_allclose([x["first_loss"] for x in runs["jax"]], [x["first_loss"] for x in runs["torch"]],
-                               rtol=1e-4, err_msg="jax and torch first losses differ (not the same step?)")
+  other = "baseline" if _BASELINE.value else "torch"
+  if other in runs:  # the same weights and batch: the first losses must agree
+    np.testing.assert_allclose([x["first_loss"] for x in runs["jax"]], [x["first_loss"] for x in runs[other]],
+                               rtol=1e-4, err_msg=f"jax and {other} first losses differ (not the same step?)")
   t_jax = statistics.median([t for res in runs["jax"] for t in res["times"]])
   peaks = [res["peak_flops"] for res in runs["jax"] if res["peak_flops"]]
   peak = statistics.median(peaks) if peaks else None
@@ -264,7 +291,15 @@ def cpu_mode():
             "peak_flops": peak, "peak_flops_range": [min(peaks), max(peaks)] if peaks else None,
             "rounds": _ROUNDS.value, "steps_per_round": steps, "tokens_per_step": tokens,
             "jax_round_medians": [statistics.median(x["times"]) for x in runs["jax"]], "load_average": load}
-  if _TORCH.value:
+  if _BASELINE.value:
+    t_base = statistics.median([t for res in runs["baseline"] for t in res["times"]])
+    temps = [res.get("temp_bytes") for res in runs["baseline"][:1] + runs["jax"][:1]]
+    print(f"baseline ({_BASELINE.value}): step {t_base:.3f} s (median of {len(runs['baseline']) * steps}); this tree "
+          f"{t_jax:.3f} s; ratio this / baseline step time {t_jax / t_base:.3f}", flush=True)
+    result.update(baseline_step_s=t_base, step_ratio_vs_baseline=t_jax / t_base,
+                  baseline_round_medians=[statistics.median(x["times"]) for x in runs["baseline"]],
+                  temp_bytes={"baseline": temps[0], "this": temps[1]})
+  if torch_on:
     t_torch = statistics.median([t for res in runs["torch"] for t in res["times"]])
     t_tps = tokens / t_torch
     tr = runs["torch"][0]
