@@ -20,13 +20,15 @@ if [ "$tpu" = 1 ]; then bash tools/setup_env.sh --tpu; else bash tools/setup_env
 # mostly XLA compiles, one core each.
 cores=$(nproc)
 status=0
-.venv/bin/python -m pytest -q -p no:cacheprovider -rfEs -n "${SLM_JAX_TEST_WORKERS:-$((cores < 4 ? cores : 4))}" \
-  -m "not tpu" tests "$@" || status=$?
 if [ "$tpu" = 1 ]; then
-  # Only the files that hold tpu tests (collecting every module would import all of them for two tests).
+  # First, so that the main suite's summary is the last line. Only the files that hold tpu tests (collecting every
+  # module would import all of them for two tests).
   mapfile -t files < <(grep -l "pytest.mark.tpu" tests/test_*.py)
   [ ${#files[@]} -gt 0 ] || { echo "[run_tests] ERROR: no test file marks a test pytest.mark.tpu" >&2; exit 1; }
   echo "[run_tests] tpu tests in .venv-tpu (libtpu): ${files[*]}"
   .venv-tpu/bin/python -m pytest -q -p no:cacheprovider -rfEs -m tpu "${files[@]}" || status=$?
 fi
+# The main suite.
+.venv/bin/python -m pytest -q -p no:cacheprovider -rfEs -n "${SLM_JAX_TEST_WORKERS:-$((cores < 4 ? cores : 4))}" \
+  -m "not tpu" tests "$@" || status=$?
 exit "$status"
