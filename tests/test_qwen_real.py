@@ -99,8 +99,8 @@ def test_real_qwen_converts_in_the_sims_layout_and_exports(tmp_path):
   with torch.no_grad():
     again = [back(torch.tensor(i)[None]).logits[0].numpy() for i in ids + [mixed]]
   ours.append(np.asarray(fwd(model, jnp.asarray(mixed)[None]))[0])
-  for o, w in zip(ours, again):
-    np.testing.assert_allclose(o[:, :152167], w, atol=1e-4, rtol=0)
+  for o, w in zip(ours, again):  # JAX vs torch in fp32 on the exported (bit-exact) weights: measured 1.3e-4 at
+    np.testing.assert_allclose(o[:, :152167], w, atol=3e-4, rtol=0)  # logits up to 17 (8e-6 relative), 794121e too
 
 
 @pytest.mark.slow
