@@ -31,7 +31,8 @@ class Objective:
   name = ""
   data_kinds: tuple[str, ...] = ()        # config.data.kind values it trains on
   data_about = ""                         # those in words, for the config check's message
-  extra_keys: tuple[str, ...] = ()        # batch keys beside step.BATCH_KEYS, one value per row
+  extra_keys: tuple[str, ...] = ()        # batch keys beside step.BATCH_KEYS, `values_per_row` values per row
+  extra_dtype = "float32"                 # their dtype
   metric_names: tuple[str, ...] = ()      # metrics it logs besides loss / count / kind losses (val_ too)
 
   # ------------------------------------------------------------------ config rules
@@ -63,8 +64,6 @@ class Objective:
       out.update({k: jax.ShapeDtypeStruct((shape[0] * self.values_per_row(config),), self.extra_dtype,
                                           sharding=sh[k]) for k in self.extra_keys})
     return out
-
-  extra_dtype = "float32"
 
   def values_per_row(self, config) -> int:
     """Values of each extra key per batch row."""
@@ -104,7 +103,7 @@ class Objective:
     return train, ev, None
 
   # ------------------------------------------------------------------ around the run
-  def start_source(self, source: dict, params, parts) -> dict:
+  def start_source(self, source: dict, params) -> dict:
     """The init-source record kept with every checkpoint (DPO adds the starting weights' fingerprint)."""
     return source
 

@@ -284,7 +284,7 @@ def start_fresh(s: Setup) -> tuple[Start, State, Any]:
   _log("fresh start: init %s", init.source)
   prog = build_program(s.config, init.cfg, s.mesh, s.schedule_steps)
   params = jax.device_put(init.params, prog.param_shardings)
-  source = prog.objective.start_source(init.source, params, prog.parts)  # recorded with every checkpoint
+  source = prog.objective.start_source(init.source, params)  # recorded with every checkpoint
   state = State(params, prog.opt_init(params),
                 rng=np.asarray(jax.random.key_data(jax.random.key(s.config.seed))).tolist())
   if init.tokenizer is not None and jax.process_index() == 0:

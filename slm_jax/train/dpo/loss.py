@@ -163,10 +163,10 @@ def step_metrics(aux: dict, pairs: jax.Array) -> dict:
   return {"pairs": pairs, **{k: aux[k] / n for k in METRIC_NAMES}}
 
 
-def step_options(micro_batches: int = 1, branches=None) -> dict:
+def step_options(branches=None) -> dict:
   """`step.make_step` options of DPO: the mean over the batch's pairs, micro-batches that keep each pair together."""
-  return dict(normaliser=lambda b: b["ref_logps"].shape[0] // 2, keys=DPO_KEYS, micro_batches=micro_batches,
-              split=lambda b, n: split_pairs(b, n, branches), step_metrics=step_metrics)
+  return dict(normaliser=lambda b: b["ref_logps"].shape[0] // 2, split=lambda b, n: split_pairs(b, n, branches),
+              step_metrics=step_metrics)
 
 
 def make_dpo_step(graphdef, tx: optax.GradientTransformation, lr_fn: Callable | None = None, *, beta: float = 0.1,
@@ -179,8 +179,8 @@ def make_dpo_step(graphdef, tx: optax.GradientTransformation, lr_fn: Callable | 
   """
   sums = pair_sums(graphdef, beta=beta, loss_type=loss_type, label_smoothing=label_smoothing,
                    loss_chunk=loss_chunk, branches=branches)
-  return make_step(sums, tx, lr_fn, nan_at_step=nan_at_step, param_shardings=param_shardings,
-                   **step_options(micro_batches, branches))
+  return make_step(sums, tx, lr_fn, keys=DPO_KEYS, micro_batches=micro_batches, nan_at_step=nan_at_step,
+                   param_shardings=param_shardings, **step_options(branches))
 
 
 def make_dpo_eval_step(graphdef, *, beta: float = 0.1, loss_type: str = "sigmoid", label_smoothing: float = 0.0,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 
+import jax
+
 from slm_jax.data.preference import shared_branches
 from slm_jax.train import flops as flops_lib
 from slm_jax.train import step as step_lib
@@ -136,8 +138,7 @@ class DPO(Objective):
     return loss_lib.pair_sums(graphdef, **self._options(config))
 
   def step_options(self, config) -> dict:
-    opts = loss_lib.step_options(config.micro_batches, config_branches(config))
-    return {k: v for k, v in opts.items() if k not in ("keys", "micro_batches")}
+    return loss_lib.step_options(config_branches(config))
 
   def build_steps(self, config, graphdef, tx, lr_fn, mesh, param_shardings, opt_shardings):
     """The steps with `ref_logps` added to every batch by a `reference.Reference` (the run-time parts)."""
@@ -155,7 +156,7 @@ class DPO(Objective):
     train_step.jitted = step.jitted
     return train_step, eval_step, parts
 
-  def start_source(self, source: dict, params, parts) -> dict:
+  def start_source(self, source: dict, params) -> dict:
     """The weights the run starts from (the reference) are fingerprinted and recorded with every checkpoint."""
     return dict(source, params_fingerprint=ref_lib.params_fingerprint(params))
 
@@ -181,7 +182,6 @@ class DPO(Objective):
     rec = {"dpo_reference": config.dpo.reference}
     if config.dpo.reference != "model":
       return rec, step_bytes
-    import jax
     ref = device_bytes(prog.abstract_params)
     batch = self.abstract_batch(config, mesh, with_extras=False)
     with jax.set_mesh(mesh):
